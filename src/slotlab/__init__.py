@@ -1,0 +1,15 @@
+"""slotlab: object-centric learning with Slot Attention (Locatello et al., NeurIPS 2020)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from slotlab.errors import CheckpointError, ConfigError, DataError, SlotlabError  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "SlotlabError",
+    "DataError",
+    "CheckpointError",
+    "ConfigError",
+]
