@@ -5,6 +5,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from slotlab.errors import CheckpointError, ConfigError, DataError, SlotlabError  # noqa: E402
+from slotlab.models import (  # noqa: E402
+    SlotAttentionAutoEncoder,
+    SlotAttentionSetPredictor,
+    build_model,
+)
+from slotlab.models.pretrained import load_pretrained, save_pretrained  # noqa: E402
+from slotlab.nn.slot_attention import SlotAttention  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -12,4 +19,10 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "ConfigError",
+    "SlotAttention",
+    "SlotAttentionAutoEncoder",
+    "SlotAttentionSetPredictor",
+    "build_model",
+    "load_pretrained",
+    "save_pretrained",
 ]

@@ -1,4 +1,4 @@
-"""`slotlab convert-tf` (placeholder until the converter lands)."""
+"""`slotlab convert-tf PATH --task TASK --out DIR`."""
 
 from __future__ import annotations
 
@@ -6,4 +6,30 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("convert-tf", help="convert an official TF checkpoint")
+    p = sub.add_parser(
+        "convert-tf",
+        help="convert an official TF checkpoint to model.safetensors + config.json",
+        description="Convert an official Slot Attention TF checkpoint (a directory with a "
+        "'checkpoint' file, or a ckpt-N prefix) into a slotlab model directory.",
+    )
+    p.add_argument("path", help="checkpoint directory or ckpt-N prefix")
+    p.add_argument("--task", required=True, choices=["object_discovery", "set_prediction",
+                                                     "object-discovery", "set-prediction"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--num-slots", type=int, default=None, help="override the official K")
+    p.add_argument("--num-iterations", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from slotlab.convert.official import load_tf_checkpoint
+    from slotlab.convert.tf_checkpoint import resolve_prefix
+    from slotlab.models.pretrained import save_pretrained
+
+    overrides = {k: v for k, v in (("num_slots", args.num_slots),
+                                   ("num_iterations", args.num_iterations)) if v is not None}
+    model = load_tf_checkpoint(args.path, args.task, **overrides)
+    out = save_pretrained(model, args.out, source=str(resolve_prefix(args.path)))
+    n = sum(p.numel() for p in model.parameters())
+    print(f"converted {args.path} ({args.task.replace('-', '_')}, {n:,} parameters) -> {out}")
+    return 0

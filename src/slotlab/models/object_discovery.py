@@ -1,0 +1,197 @@
+"""Object discovery: the Slot Attention autoencoder (paper section 3; official `model.py`,
+`SlotAttentionAutoEncoder`).
+
+    image [B, 3, H, W] in [-1, 1]
+      -> encoder CNN (4 x conv 5x5, ReLU) + soft position embedding     [B, C, H', W']
+      -> flatten, LayerNorm, MLP (Dense ReLU, Dense)                    [B, N, C]
+      -> Slot Attention                                                 [B, K, D]
+      -> spatial broadcast of each slot to the decoder's initial size   [B*K, D, h, w]
+         + soft position embedding
+      -> decoder CNN (transposed convs, ReLU; last layer 4 channels, no activation)
+      -> per slot RGB [B, K, 3, H, W] and mask logits [B, K, 1, H, W]
+      -> masks = softmax over slots; recon_combined = sum_k recons * masks
+
+Defaults are the official CLEVR model (128x128, 7 slots, 3 iterations, 64 channels, decoder from
+8x8 with four stride-2 layers). The paper's smaller model for Multi-dSprites / Tetrominoes is
+`encoder_channels=(32,)*4, decoder_channels=(32,)*3, decoder_strides=(1,)*3,
+decoder_initial_size=resolution, slot_size=64` (see `slotlab.models.presets`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slotlab.nn.layers import (
+    Conv2dSame,
+    ConvTranspose2dSame,
+    SoftPositionEmbed,
+    dense,
+    layer_norm,
+)
+from slotlab.nn.slot_attention import SlotAttention
+
+
+@dataclass
+class ObjectDiscoveryOutput:
+    """Outputs of `SlotAttentionAutoEncoder` (channels-first)."""
+
+    recon_combined: torch.Tensor  # [B, 3, H, W]
+    recons: torch.Tensor  # [B, K, 3, H, W] per-slot RGB (no activation)
+    masks: torch.Tensor  # [B, K, 1, H, W] softmax over slots
+    slots: torch.Tensor  # [B, K, D]
+    attention: torch.Tensor  # [B, K, N] last iteration, softmax over slots
+    attention_per_iteration: list[torch.Tensor] | None = None  # T x [B, K, N] if asked
+
+
+def conv_encoder(
+    num_channels: int, channels: tuple[int, ...], kernel_size: int, strides: tuple[int, ...]
+) -> nn.ModuleList:
+    """Encoder CNN: conv layers (ReLU applied in `encode`); returns the layers."""
+    layers, c_in = [], num_channels
+    for c_out, s in zip(channels, strides, strict=True):
+        layers.append(Conv2dSame(c_in, c_out, kernel_size, s))
+        c_in = c_out
+    return nn.ModuleList(layers)
+
+
+def encode(
+    image: torch.Tensor,
+    encoder_cnn: nn.ModuleList,
+    encoder_pos: SoftPositionEmbed,
+    norm: nn.LayerNorm,
+    mlp: nn.Sequential,
+) -> torch.Tensor:
+    """CNN + position embedding + flatten + LayerNorm + MLP: [B, C, H, W] -> [B, N, D]."""
+    x = image
+    for conv in encoder_cnn:
+        x = F.relu(conv(x))
+    x = encoder_pos(x)  # [B, C, H', W']
+    x = x.flatten(2).transpose(1, 2)  # [B, N, C]
+    return mlp(norm(x))
+
+
+class SlotAttentionAutoEncoder(nn.Module):
+    """Slot Attention autoencoder for object discovery.
+
+    Args:
+        resolution: input (H, W).
+        num_slots: K.
+        num_iterations: T.
+        num_channels: image channels (3).
+        slot_size: D.
+        mlp_hidden_size: hidden width of the slot MLP inside Slot Attention.
+        encoder_channels: output channels of each encoder conv (kernel `encoder_kernel_size`).
+        encoder_strides: stride of each encoder conv.
+        decoder_initial_size: (h, w) each slot is broadcast to.
+        decoder_channels: channels of the hidden decoder layers (5x5, ReLU).
+        decoder_strides: stride of each hidden decoder layer; a last 3x3 layer outputs RGB + alpha.
+        epsilon: Slot Attention's epsilon.
+    """
+
+    def __init__(
+        self,
+        resolution: tuple[int, int] = (128, 128),
+        num_slots: int = 7,
+        num_iterations: int = 3,
+        num_channels: int = 3,
+        slot_size: int = 64,
+        mlp_hidden_size: int = 128,
+        encoder_channels: tuple[int, ...] = (64, 64, 64, 64),
+        encoder_strides: tuple[int, ...] = (1, 1, 1, 1),
+        encoder_kernel_size: int = 5,
+        decoder_initial_size: tuple[int, int] = (8, 8),
+        decoder_channels: tuple[int, ...] = (64, 64, 64, 64, 64),
+        decoder_strides: tuple[int, ...] = (2, 2, 2, 2, 1),
+        decoder_kernel_size: int = 5,
+        epsilon: float = 1e-8,
+    ):
+        super().__init__()
+        resolution, decoder_initial_size = tuple(resolution), tuple(decoder_initial_size)
+        self.config = dict(
+            resolution=list(resolution), num_slots=num_slots, num_iterations=num_iterations,
+            num_channels=num_channels, slot_size=slot_size, mlp_hidden_size=mlp_hidden_size,
+            encoder_channels=list(encoder_channels), encoder_strides=list(encoder_strides),
+            encoder_kernel_size=encoder_kernel_size,
+            decoder_initial_size=list(decoder_initial_size),
+            decoder_channels=list(decoder_channels), decoder_strides=list(decoder_strides),
+            decoder_kernel_size=decoder_kernel_size, epsilon=epsilon,
+        )
+        self.resolution = resolution
+        self.num_slots = num_slots
+        self.num_channels = num_channels
+        self.decoder_initial_size = decoder_initial_size
+
+        scale = 1
+        for s in encoder_strides:
+            scale *= s
+        feature_size = (resolution[0] // scale, resolution[1] // scale)
+        up = 1
+        for s in decoder_strides:
+            up *= s
+        if (decoder_initial_size[0] * up, decoder_initial_size[1] * up) != resolution:
+            raise ValueError(
+                f"decoder_initial_size {decoder_initial_size} x strides {decoder_strides} "
+                f"does not give the resolution {resolution}"
+            )
+        hidden = encoder_channels[-1]
+
+        self.encoder_cnn = conv_encoder(
+            num_channels, tuple(encoder_channels), encoder_kernel_size, tuple(encoder_strides)
+        )
+        self.encoder_pos = SoftPositionEmbed(hidden, feature_size)
+        self.layer_norm = layer_norm(hidden)
+        self.mlp = nn.Sequential(dense(hidden, slot_size), nn.ReLU(), dense(slot_size, slot_size))
+        self.slot_attention = SlotAttention(
+            num_slots=num_slots, num_iterations=num_iterations, slot_size=slot_size,
+            mlp_hidden_size=mlp_hidden_size, epsilon=epsilon, input_size=slot_size,
+        )
+        self.decoder_pos = SoftPositionEmbed(slot_size, decoder_initial_size)
+        layers, c_in = [], slot_size
+        for c_out, s in zip(decoder_channels, decoder_strides, strict=True):
+            layers.append(ConvTranspose2dSame(c_in, c_out, decoder_kernel_size, s))
+            c_in = c_out
+        layers.append(ConvTranspose2dSame(c_in, num_channels + 1, 3, 1))
+        self.decoder_cnn = nn.ModuleList(layers)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """image [B, C, H, W] -> Slot Attention inputs [B, N, D]."""
+        return encode(image, self.encoder_cnn, self.encoder_pos, self.layer_norm, self.mlp)
+
+    def decode(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """slots [B, K, D] -> recons [B, K, C, H, W], mask logits [B, K, 1, H, W]."""
+        b, k, d = slots.shape
+        h, w = self.decoder_initial_size
+        x = slots.reshape(b * k, d, 1, 1).expand(b * k, d, h, w)  # spatial broadcast
+        x = self.decoder_pos(x)
+        for layer in self.decoder_cnn[:-1]:
+            x = F.relu(layer(x))
+        x = self.decoder_cnn[-1](x)  # [B*K, C+1, H, W]
+        x = x.reshape(b, k, *x.shape[1:])
+        return x[:, :, : self.num_channels], x[:, :, self.num_channels :]
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        num_slots: int | None = None,
+        slots: torch.Tensor | None = None,
+        return_all_attention: bool = False,
+    ) -> ObjectDiscoveryOutput:
+        """image [B, C, H, W] in [-1, 1]; `noise` [B, K, D] fixes the slot initialisation."""
+        inputs = self.encode(image)
+        sa = self.slot_attention(
+            inputs, slots=slots, noise=noise, num_slots=num_slots,
+            return_all_attention=return_all_attention,
+        )
+        slots, attention = sa[0], sa[1]
+        recons, mask_logits = self.decode(slots)
+        masks = mask_logits.softmax(dim=1)  # over slots
+        recon_combined = (recons * masks).sum(dim=1)
+        return ObjectDiscoveryOutput(
+            recon_combined=recon_combined, recons=recons, masks=masks, slots=slots,
+            attention=attention, attention_per_iteration=sa[2] if return_all_attention else None,
+        )

@@ -1,0 +1,57 @@
+"""Shared model files: `model.safetensors` + `config.json` (no pickle, safe to load)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from slotlab.errors import CheckpointError
+from slotlab.models import build_model, model_task
+
+FORMAT = "slotlab-model"
+
+
+def save_pretrained(model: nn.Module, out_dir: str | Path, **extra: Any) -> Path:
+    """Write `model.safetensors` and `config.json` (task, constructor config, `extra` info)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    config = {"format": FORMAT, "version": 1, "task": model_task(model),
+              "config": model.config, **extra}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+def load_pretrained(model_dir: str | Path, map_location: str = "cpu") -> nn.Module:
+    """Load a model written by `save_pretrained` / `slotlab convert-tf` (eval mode)."""
+    model_dir = Path(model_dir)
+    config_path, weights_path = model_dir / "config.json", model_dir / "model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{path} does not exist: not a slotlab model directory")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path} is not a slotlab model config")
+    try:
+        model = build_model(config["task"], **config["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{config_path} has an invalid model config ({exc})") from None
+    try:
+        state = load_file(str(weights_path), device=map_location)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_path} is not a valid safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{weights_path} does not match {config_path} ({first})") from None
+    return model.eval()

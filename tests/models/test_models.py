@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+
+from slotlab.models import SlotAttentionAutoEncoder, SlotAttentionSetPredictor, build_model
+from slotlab.nn import SlotAttention, same_padding
+from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
+
+
+def test_slot_attention_defaults_are_official():
+    sa = SlotAttention(num_slots=7, num_iterations=3, slot_size=64, mlp_hidden_size=128)
+    assert sa.project_q.bias is None and sa.project_k.bias is None and sa.project_v.bias is None
+    assert sa.norm_inputs.eps == 1e-3 and sa.norm_slots.eps == 1e-3 and sa.norm_mlp.eps == 1e-3
+    limit = math.sqrt(6 / 65)
+    assert sa.slots_mu.abs().max() <= limit and sa.slots_mu.abs().max() > 0.2
+    assert sa.slots_log_sigma.shape == (1, 1, 64)
+    assert sa.epsilon == 1e-8
+
+
+def test_slot_attention_shapes_override_and_noise():
+    sa = SlotAttention(num_slots=5, num_iterations=2, slot_size=16, mlp_hidden_size=32,
+                       input_size=8)
+    x = torch.randn(3, 20, 8)
+    slots, attn = sa(x)
+    assert slots.shape == (3, 5, 16) and attn.shape == (3, 5, 20)
+    slots, attn = sa(x, num_slots=9)
+    assert slots.shape == (3, 9, 16)
+    noise = torch.randn(3, 4, 16)
+    a, _ = sa(x, noise=noise)
+    b, _ = sa(x, noise=noise)
+    assert a.shape == (3, 4, 16) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        sa(x, noise=torch.randn(3, 4, 15))
+    _, _, all_attn = sa(x, return_all_attention=True)
+    assert len(all_attn) == 2
+
+
+def test_tf_same_padding():
+    assert same_padding(128, 5, 2) == (1, 2)
+    assert same_padding(128, 5, 1) == (2, 2)
+    assert same_padding(35, 5, 2) == (2, 2)
+
+
+@pytest.mark.parametrize("task", ["object_discovery", "set_prediction"])
+def test_official_configs_forward_backward_every_parameter_gets_gradient(task):
+    model = build_model(task)
+    image = torch.rand(2, 3, 128, 128) * 2 - 1
+    out = model(image)
+    if task == "object_discovery":
+        assert out.recon_combined.shape == (2, 3, 128, 128)
+        assert out.recons.shape == (2, 7, 3, 128, 128)
+        assert out.masks.shape == (2, 7, 1, 128, 128)
+        assert out.slots.shape == (2, 7, 64) and out.attention.shape == (2, 7, 128 * 128)
+        torch.testing.assert_close(out.masks.sum(1), torch.ones(2, 1, 128, 128))
+        loss = reconstruction_loss(image, out.recon_combined)
+    else:
+        assert out.predictions.shape == (2, 10, 19) and out.attention.shape == (2, 10, 1024)
+        loss = hungarian_huber_loss(out.predictions, torch.rand(2, 10, 19))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_small_paper_style_models():
+    model = SlotAttentionAutoEncoder(
+        resolution=(35, 35), num_slots=4, encoder_channels=(32,) * 4,
+        decoder_initial_size=(35, 35), decoder_channels=(32,) * 3, decoder_strides=(1,) * 3,
+    )
+    out = model(torch.rand(2, 3, 35, 35))
+    assert out.recon_combined.shape == (2, 3, 35, 35) and out.masks.shape == (2, 4, 1, 35, 35)
+    m64 = SlotAttentionAutoEncoder(resolution=(64, 64), num_slots=6,
+                                   decoder_channels=(64,) * 4, decoder_strides=(2, 2, 2, 1))
+    assert m64(torch.rand(1, 3, 64, 64)).recons.shape == (1, 6, 3, 64, 64)
+    with pytest.raises(ValueError, match="does not give the resolution"):
+        SlotAttentionAutoEncoder(resolution=(64, 64))
+    sp = SlotAttentionSetPredictor(resolution=(64, 64), num_slots=4)
+    assert sp(torch.rand(1, 3, 64, 64)).predictions.shape == (1, 4, 19)
