@@ -1,0 +1,682 @@
+"""TensorFlow-free TFRecord and `tf.train.Example` reading and writing.
+
+TFRecord framing (one record after another, nothing else in the stream)::
+
+    uint64 LE  length                 payload size in bytes
+    uint32 LE  masked CRC32C(length bytes)
+    bytes      payload                one serialized tf.train.Example
+    uint32 LE  masked CRC32C(payload)
+
+with `masked = ((crc >> 15) | (crc << 17)) + 0xA282EAD8 (mod 2**32)` and CRC32C the Castagnoli
+CRC (computed by the C-accelerated `google_crc32c` package). A file may be GZIP-compressed as a
+whole (detected by the gzip magic bytes `1f 8b`; concatenated gzip members are accepted); it is
+inflated as a stream, never at once.
+
+`tf.train.Example` is parsed with a small protobuf wire-format reader (no protobuf package)::
+
+    Example  { Features features = 1; }
+    Features { map<string, Feature> feature = 1; }      # entries: key = 1, value = 2
+    Feature  { oneof { BytesList bytes_list = 1; FloatList float_list = 2;
+                       Int64List int64_list = 3; } }
+    BytesList { repeated bytes value = 1; }
+    FloatList { repeated float value = 1 [packed]; }    # packed or unpacked accepted
+    Int64List { repeated int64 value = 1 [packed]; }    # plain varint, two's complement
+
+`parse_example` returns `{name: BytesList | float32 ndarray [n] | int64 ndarray [n]}`. A
+`BytesList` is a read-only sequence of `bytes`; lists of one-byte strings (how the DeepMind
+multi-object datasets store every pixel) are parsed with vectorised numpy code and kept as one
+uint8 array (`BytesList.to_uint8()`), so a record with a million such strings parses in a few
+milliseconds.
+
+Every problem with the input raises `slotlab.errors.DataError` with one sentence that names the
+file (or the `where` label given by the caller) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, overload
+
+import google_crc32c
+import numpy as np
+
+from slotlab.errors import DataError
+
+__all__ = [
+    "BytesList",
+    "FeatureValue",
+    "MAX_GZIP_RECORD_BYTES",
+    "encode_example",
+    "index_records",
+    "is_gzip",
+    "iter_records",
+    "masked_crc32c",
+    "parse_example",
+    "read_record_at",
+    "write_tfrecord",
+]
+
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_GZIP_RECORD_BYTES = 1 << 30  # a record length above this in a gzip stream is corrupt
+_CHUNK = 64 << 20  # large payloads are read in chunks, so a lying length cannot over-allocate
+_MASK64 = (1 << 64) - 1
+_CRC_DELTA = 0xA282EAD8
+
+
+# --------------------------------------------------------------------------------------------
+# CRC and framing
+# --------------------------------------------------------------------------------------------
+
+
+def masked_crc32c(data: bytes | bytearray | memoryview) -> int:
+    """The masked CRC32C TFRecord stores after the length and after the payload."""
+    crc = google_crc32c.value(bytes(data) if not isinstance(data, bytes) else data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _CRC_DELTA) & 0xFFFFFFFF
+
+
+def is_gzip(path: str | os.PathLike[str]) -> bool:
+    """True when the file starts with the gzip magic bytes (the whole stream is compressed)."""
+    with _open(Path(path)) as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a TFRecord file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+
+
+class _Stream:
+    """Reads exact byte counts from a plain or gzip file, turning I/O errors into DataError."""
+
+    def __init__(self, path: Path, raw: BinaryIO) -> None:
+        self.path = path
+        self.raw = raw
+        self.gzip = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        self.size = os.fstat(raw.fileno()).st_size
+        self.f: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if self.gzip else raw
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def read(self, n: int) -> bytes:
+        """Up to n bytes (fewer only at the end of the stream)."""
+        try:
+            if n <= _CHUNK:
+                return self.f.read(n)
+            parts = []
+            left = n
+            while left > 0:
+                part = self.f.read(min(left, _CHUNK))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            return b"".join(parts)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise DataError(
+                f"{self.path}: the gzip stream is corrupt or truncated ({exc})"
+            ) from None
+        except OSError as exc:
+            raise DataError(f"{self.path}: read failed ({exc.strerror or exc})") from None
+
+    def max_payload(self, offset_after_header: int) -> int:
+        """The largest payload length that can be genuine at this point of the stream."""
+        if self.gzip:
+            return MAX_GZIP_RECORD_BYTES
+        return max(0, self.size - offset_after_header - 4)
+
+
+def _read_header(stream: _Stream, index: int) -> int | None:
+    """Read and check one record header; return the payload length, or None at a clean end."""
+    header = stream.read(12)
+    if not header:
+        return None
+    if len(header) < 12:
+        raise DataError(
+            f"{stream.path}: record {index} is truncated: its 12-byte header has only "
+            f"{len(header)} bytes"
+        )
+    length = int.from_bytes(header[:8], "little")
+    if masked_crc32c(header[:8]) != int.from_bytes(header[8:], "little"):
+        raise DataError(
+            f"{stream.path}: record {index} has a length field that fails its CRC32C check "
+            "(corrupt file, or not a TFRecord file)"
+        )
+    limit = stream.max_payload(stream.tell())
+    if length > limit:
+        if stream.gzip:
+            raise DataError(
+                f"{stream.path}: record {index} declares a payload of {length} bytes, more than "
+                f"the {limit} byte limit (corrupt length field)"
+            )
+        raise DataError(
+            f"{stream.path}: record {index} declares a payload of {length} bytes but only "
+            f"{limit} payload bytes can follow (truncated file or corrupt length field)"
+        )
+    return length
+
+
+def _read_payload(stream: _Stream, index: int, length: int, verify_crc: bool) -> bytes:
+    payload = stream.read(length)
+    if len(payload) < length:
+        raise DataError(
+            f"{stream.path}: record {index} is truncated: its payload has {len(payload)} of "
+            f"{length} bytes"
+        )
+    footer = stream.read(4)
+    if len(footer) < 4:
+        raise DataError(f"{stream.path}: record {index} is truncated: its payload CRC is missing")
+    if verify_crc and masked_crc32c(payload) != int.from_bytes(footer, "little"):
+        raise DataError(
+            f"{stream.path}: record {index} fails its payload CRC32C check (corrupt data)"
+        )
+    return payload
+
+
+def iter_records(
+    path: str | os.PathLike[str],
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    verify_crc: bool = True,
+) -> Iterator[bytes]:
+    """Yield the payloads (serialized protos) of records `start:stop` of a TFRecord file.
+
+    Plain and GZIP files are both read as a stream. Records before `start` are still read
+    (gzip cannot seek) and CRC-checked but not returned; reading stops after `stop`.
+    """
+    path = Path(path)
+    with _open(path) as raw:
+        stream = _Stream(path, raw)
+        index = 0
+        while stop is None or index < stop:
+            length = _read_header(stream, index)
+            if length is None:
+                return
+            payload = _read_payload(stream, index, length, verify_crc)
+            if index >= start:
+                yield payload
+            index += 1
+
+
+def index_records(path: str | os.PathLike[str]) -> np.ndarray:
+    """Offsets of every record of an uncompressed TFRecord file, for random access.
+
+    Returns int64 [N, 2]: (payload offset in the file, payload length). Only the 12-byte headers
+    are read (their CRCs checked); payload CRCs are checked later by `read_record_at`.
+    """
+    path = Path(path)
+    rows: list[tuple[int, int]] = []
+    with _open(path) as raw:
+        stream = _Stream(path, raw)
+        if stream.gzip:
+            raise DataError(
+                f"{path}: is gzip-compressed, so its records cannot be indexed for random access"
+            )
+        index = 0
+        while True:
+            length = _read_header(stream, index)
+            if length is None:
+                break
+            offset = raw.tell()
+            rows.append((offset, length))
+            raw.seek(offset + length + 4)  # the bound check guarantees these bytes exist
+            index += 1
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def read_record_at(
+    f: BinaryIO,
+    offset: int,
+    length: int,
+    *,
+    path: str | os.PathLike[str] = "<file>",
+    index: int | str = "?",
+    verify_crc: bool = True,
+) -> bytes:
+    """Read the payload at `offset` (from `index_records`) of an open plain TFRecord file."""
+    try:
+        f.seek(offset)
+        payload = f.read(length)
+        footer = f.read(4)
+    except OSError as exc:
+        raise DataError(f"{path}: read of record {index} failed ({exc.strerror or exc})") from None
+    if len(payload) < length or len(footer) < 4:
+        raise DataError(f"{path}: record {index} is truncated (the file changed after indexing?)")
+    if verify_crc and masked_crc32c(payload) != int.from_bytes(footer, "little"):
+        raise DataError(f"{path}: record {index} fails its payload CRC32C check (corrupt data)")
+    return payload
+
+
+def _frame(payload: bytes) -> bytes:
+    head = len(payload).to_bytes(8, "little")
+    return b"".join(
+        (
+            head,
+            masked_crc32c(head).to_bytes(4, "little"),
+            payload,
+            masked_crc32c(payload).to_bytes(4, "little"),
+        )
+    )
+
+
+def write_tfrecord(
+    path: str | os.PathLike[str],
+    examples: Iterable[bytes | Mapping[str, Any]],
+    gzip: bool = False,
+) -> int:
+    """Write records (serialized bytes, or feature dicts for `encode_example`) to a TFRecord file.
+
+    With `gzip=True` the whole stream is one gzip member (mtime 0), as TensorFlow's
+    `TFRecordWriter(path, "GZIP")` writes it. The file appears atomically (temp name + rename).
+    Returns the number of records written.
+    """
+    path = Path(path)
+    count = 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            out = _gzip_writer(raw) if gzip else raw
+            for example in examples:
+                payload = example if isinstance(example, bytes) else encode_example(example)
+                out.write(_frame(payload))
+                count += 1
+            if out is not raw:
+                out.close()
+        os.chmod(tmp, 0o644)  # mkstemp creates files readable by the owner only
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return count
+
+
+def _gzip_writer(raw: BinaryIO) -> gzip.GzipFile:
+    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+
+
+# --------------------------------------------------------------------------------------------
+# tf.train.Example values
+# --------------------------------------------------------------------------------------------
+
+
+class BytesList(Sequence[bytes]):
+    """The strings of a `bytes_list` feature: a read-only sequence of `bytes`.
+
+    Either a plain list of strings, or (for lists where every string is one byte long) one uint8
+    array [n] holding those bytes, which `to_uint8()` returns without any per-item work.
+    """
+
+    __slots__ = ("_items", "_one_byte")
+
+    def __init__(self, items: Iterable[bytes | bytearray | memoryview] = ()) -> None:
+        self._items: list[bytes] | None = [bytes(x) for x in items]
+        self._one_byte: np.ndarray | None = None
+
+    @classmethod
+    def from_uint8(cls, values: np.ndarray | Sequence[int]) -> BytesList:
+        """One one-byte string per value (values C-order flattened, uint8 [n] kept)."""
+        arr = np.asarray(values)
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError("from_uint8 needs values in 0..255")
+        out = cls()
+        out._items = None
+        out._one_byte = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._one_byte) if self._one_byte is not None else len(self._items or ())
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> BytesList: ...
+
+    def __getitem__(self, i: int | slice) -> bytes | BytesList:
+        if self._one_byte is not None:
+            if isinstance(i, slice):
+                return BytesList.from_uint8(self._one_byte[i])
+            return bytes((int(self._one_byte[i]),))
+        assert self._items is not None
+        if isinstance(i, slice):
+            return BytesList(self._items[i])
+        return self._items[i]
+
+    def to_uint8(self) -> np.ndarray:
+        """uint8 [n] of the strings' bytes; ValueError unless every string is one byte long."""
+        if self._one_byte is not None:
+            return self._one_byte
+        assert self._items is not None
+        if any(len(x) != 1 for x in self._items):
+            raise ValueError("not every string of this bytes_list is exactly one byte long")
+        return np.frombuffer(b"".join(self._items), dtype=np.uint8).copy()
+
+    def tolist(self) -> list[bytes]:
+        return list(self)
+
+    def __eq__(self, other: object) -> bool:
+        if (
+            isinstance(other, BytesList)
+            and self._one_byte is not None
+            and other._one_byte is not None
+        ):
+            return bool(np.array_equal(self._one_byte, other._one_byte))
+        if isinstance(other, (BytesList, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if self._one_byte is not None:
+            return f"BytesList.from_uint8({self._one_byte!r})"
+        return f"BytesList({self._items!r})"
+
+
+FeatureValue = BytesList | np.ndarray
+
+
+# --------------------------------------------------------------------------------------------
+# Protobuf wire-format parsing
+# --------------------------------------------------------------------------------------------
+
+
+class _Parser:
+    """Wire-format reader over one payload; `where` labels error messages."""
+
+    def __init__(self, buf: bytes, where: str) -> None:
+        self.buf = buf
+        self.where = where
+
+    def fail(self, what: str) -> DataError:
+        return DataError(f"{self.where}: malformed tf.train.Example: {what}")
+
+    def varint(self, pos: int, end: int) -> tuple[int, int]:
+        buf = self.buf
+        result = 0
+        shift = 0
+        while True:
+            if pos >= end:
+                raise self.fail("a varint runs past the end of its message")
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result & _MASK64, pos
+            shift += 7
+            if shift >= 70:
+                raise self.fail("a varint is longer than 10 bytes")
+
+    def fields(self, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+        """Yield (field number, wire type, a, b) for each field of the message in [pos, end).
+
+        For wire type 0, a is the varint value; otherwise [a, b) is the value's byte range.
+        """
+        while pos < end:
+            key, pos = self.varint(pos, end)
+            field, wire = key >> 3, key & 7
+            if field == 0:
+                raise self.fail("a field has number 0")
+            if wire == 0:
+                value, pos = self.varint(pos, end)
+                yield field, 0, value, pos
+            elif wire == 2:
+                length, pos = self.varint(pos, end)
+                if length > end - pos:
+                    raise self.fail(
+                        f"a length-delimited field of {length} bytes runs past the end of its "
+                        "message"
+                    )
+                yield field, 2, pos, pos + length
+                pos += length
+            elif wire in (1, 5):
+                size = 8 if wire == 1 else 4
+                if size > end - pos:
+                    raise self.fail("a fixed-size field runs past the end of its message")
+                yield field, wire, pos, pos + size
+                pos += size
+            elif wire in (3, 4):
+                raise self.fail("it uses the deprecated group encoding")
+            else:
+                raise self.fail(f"invalid wire type {wire}")
+
+    def example(self) -> dict[str, FeatureValue]:
+        features: dict[str, FeatureValue] = {}
+        for field, wire, a, b in self.fields(0, len(self.buf)):
+            if field == 1:
+                self.expect(wire, 2, "Example.features")
+                self.features(a, b, features)
+        return features
+
+    def expect(self, wire: int, want: int, name: str) -> None:
+        if wire != want:
+            raise self.fail(f"{name} has wire type {wire}, expected {want}")
+
+    def features(self, pos: int, end: int, out: dict[str, FeatureValue]) -> None:
+        for field, wire, a, b in self.fields(pos, end):
+            if field != 1:
+                continue
+            self.expect(wire, 2, "a Features map entry")
+            key = ""
+            value: FeatureValue = BytesList()
+            for f2, w2, a2, b2 in self.fields(a, b):
+                if f2 == 1:
+                    self.expect(w2, 2, "a feature name")
+                    try:
+                        key = self.buf[a2:b2].decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise self.fail("a feature name is not valid UTF-8") from None
+                elif f2 == 2:
+                    self.expect(w2, 2, "a Feature")
+                    value = self.feature(a2, b2, key)
+            out[key] = value  # protobuf map semantics: the last entry of a key wins
+
+    def feature(self, pos: int, end: int, key: str) -> FeatureValue:
+        value: FeatureValue = BytesList()  # a Feature with no list set reads as empty
+        for field, wire, a, b in self.fields(pos, end):
+            if field in (1, 2, 3):
+                self.expect(wire, 2, f"feature {key!r}")
+                if field == 1:
+                    value = self.bytes_list(a, b, key)
+                elif field == 2:
+                    value = self.float_list(a, b, key)
+                else:
+                    value = self.int64_list(a, b, key)
+        return value
+
+    def bytes_list(self, pos: int, end: int, key: str) -> BytesList:
+        n = end - pos
+        if n >= 3 and n % 3 == 0:
+            # Fast path: every element is tag 0x0a, length 0x01, one byte.
+            rows = np.frombuffer(self.buf, dtype=np.uint8, count=n, offset=pos).reshape(-1, 3)
+            if (rows[:, 0] == 0x0A).all() and (rows[:, 1] == 0x01).all():
+                return BytesList.from_uint8(rows[:, 2].copy())
+        items: list[bytes] = []
+        for field, wire, a, b in self.fields(pos, end):
+            if field == 1:
+                self.expect(wire, 2, f"a string of bytes_list feature {key!r}")
+                items.append(self.buf[a:b])
+        return BytesList(items)
+
+    def float_list(self, pos: int, end: int, key: str) -> np.ndarray:
+        n = end - pos
+        if n >= 5 and n % 5 == 0:
+            # Fast path for the unpacked form: tag 0x0d followed by 4 bytes, repeated.
+            rows = np.frombuffer(self.buf, dtype=np.uint8, count=n, offset=pos).reshape(-1, 5)
+            if (rows[:, 0] == 0x0D).all():
+                return np.ascontiguousarray(rows[:, 1:]).view("<f4").reshape(-1).astype(np.float32)
+        parts: list[np.ndarray] = []
+        for field, wire, a, b in self.fields(pos, end):
+            if field != 1:
+                continue
+            if wire == 2:
+                if (b - a) % 4:
+                    raise self.fail(f"packed float_list of feature {key!r} is not a multiple of 4")
+                parts.append(np.frombuffer(self.buf, dtype="<f4", count=(b - a) // 4, offset=a))
+            elif wire == 5:
+                parts.append(np.frombuffer(self.buf, dtype="<f4", count=1, offset=a))
+            else:
+                raise self.fail(f"float_list of feature {key!r} has wire type {wire}")
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32)
+
+    def int64_list(self, pos: int, end: int, key: str) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        singles: list[int] = []
+        for field, wire, a, b in self.fields(pos, end):
+            if field != 1:
+                continue
+            if wire == 2:
+                if singles:
+                    parts.append(np.asarray(singles, dtype=np.uint64))
+                    singles = []
+                parts.append(self.packed_varints(a, b, key))
+            elif wire == 0:
+                singles.append(a)
+            else:
+                raise self.fail(f"int64_list of feature {key!r} has wire type {wire}")
+        if singles:
+            parts.append(np.asarray(singles, dtype=np.uint64))
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(parts).astype(np.uint64).view(np.int64)
+
+    def packed_varints(self, pos: int, end: int, key: str) -> np.ndarray:
+        """Vectorised decoding of back-to-back varints -> uint64 [n]."""
+        b = np.frombuffer(self.buf, dtype=np.uint8, count=end - pos, offset=pos)
+        if b.size == 0:
+            return np.zeros(0, dtype=np.uint64)
+        last = np.flatnonzero(b < 0x80)
+        if last.size == 0 or last[-1] != b.size - 1:
+            raise self.fail(f"packed int64_list of feature {key!r} ends inside a varint")
+        first = np.concatenate(([0], last[:-1] + 1))
+        lengths = last - first + 1
+        if lengths.max() > 10:
+            raise self.fail(f"packed int64_list of feature {key!r} has a varint over 10 bytes")
+        shift = (np.arange(b.size) - np.repeat(first, lengths)) * 7
+        parts = (b & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
+        return np.add.reduceat(parts, first)
+
+
+def parse_example(payload: bytes, where: str = "tf.train.Example") -> dict[str, FeatureValue]:
+    """Parse a serialized `tf.train.Example`.
+
+    Returns `{name: value}` where value is a `BytesList` (bytes_list), float32 ndarray [n]
+    (float_list, packed or unpacked) or int64 ndarray [n] (int64_list, packed or unpacked).
+    Unknown fields are skipped; malformed input raises DataError labelled with `where`.
+    """
+    if not isinstance(payload, bytes):
+        payload = bytes(payload)
+    return _Parser(payload, where).example()
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    value &= _MASK64
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _len_field(field: int, body: bytes) -> bytes:
+    return _varint((field << 3) | 2) + _varint(len(body)) + body
+
+
+def _bytes_body(values: BytesList | Sequence[bytes]) -> bytes:
+    if isinstance(values, BytesList) and values._one_byte is not None:
+        rows = np.empty((len(values._one_byte), 3), dtype=np.uint8)
+        rows[:, 0] = 0x0A
+        rows[:, 1] = 0x01
+        rows[:, 2] = values._one_byte
+        return rows.tobytes()
+    return b"".join(_len_field(1, bytes(v)) for v in values)
+
+
+def _float_body(values: np.ndarray, packed: bool) -> bytes:
+    data = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+    if data.size == 0:
+        return b""
+    if packed:
+        return _len_field(1, data.tobytes())
+    rows = np.empty((data.size, 5), dtype=np.uint8)
+    rows[:, 0] = 0x0D
+    rows[:, 1:] = data.view(np.uint8).reshape(-1, 4)
+    return rows.tobytes()
+
+
+def _int64_body(values: np.ndarray, packed: bool) -> bytes:
+    ints = [int(v) for v in np.asarray(values).reshape(-1)]
+    if not ints:
+        return b""
+    if packed:
+        return _len_field(1, b"".join(_varint(v) for v in ints))
+    return b"".join(b"\x08" + _varint(v) for v in ints)
+
+
+def _encode_feature(key: str, value: Any, packed: bool) -> bytes:
+    if isinstance(value, BytesList):
+        return _len_field(1, _bytes_body(value))
+    if isinstance(value, (bytes, bytearray, str)):
+        value = [value]
+    elif isinstance(value, (bool, int, float, np.generic)):
+        value = np.asarray([value])
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            return _len_field(2, _float_body(value, packed))
+        if value.dtype.kind in "iub":
+            return _len_field(3, _int64_body(value, packed))
+        if value.dtype.kind in "USO":
+            value = value.reshape(-1).tolist()
+        else:
+            raise ValueError(f"feature {key!r}: cannot encode an array of dtype {value.dtype}")
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(
+                f"feature {key!r}: an empty list is ambiguous; pass BytesList(), "
+                "np.zeros(0, np.float32) or np.zeros(0, np.int64)"
+            )
+        if all(isinstance(v, (bytes, bytearray, str)) for v in value):
+            items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in value]
+            return _len_field(1, _bytes_body(items))
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fiub":
+            return _encode_feature(key, arr, packed)
+    raise ValueError(f"feature {key!r}: cannot encode a value of type {type(value).__name__}")
+
+
+def encode_example(features: Mapping[str, Any], *, packed: bool = True) -> bytes:
+    """Serialize a `tf.train.Example` from `{name: value}`.
+
+    value: `BytesList`, bytes/str or a list of them (bytes_list); a float ndarray or list of
+    floats (float_list); an integer/bool ndarray or list of ints (int64_list). Arrays of any
+    shape are flattened in C order. `packed=False` writes numeric lists one field per value.
+    """
+    entries = []
+    for key, value in features.items():
+        entry = _len_field(1, key.encode("utf-8")) + _len_field(
+            2, _encode_feature(key, value, packed)
+        )
+        entries.append(_len_field(1, entry))
+    return _len_field(1, b"".join(entries))
