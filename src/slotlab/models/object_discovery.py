@@ -86,7 +86,8 @@ class SlotAttentionAutoEncoder(nn.Module):
         mlp_hidden_size: hidden width of the slot MLP inside Slot Attention.
         encoder_channels: output channels of each encoder conv (kernel `encoder_kernel_size`).
         encoder_strides: stride of each encoder conv.
-        decoder_initial_size: (h, w) each slot is broadcast to.
+        decoder_initial_size: (h, w) each slot is broadcast to; None = resolution / the product
+            of the decoder strides (8x8 for the official model).
         decoder_channels: channels of the hidden decoder layers (5x5, ReLU).
         decoder_strides: stride of each hidden decoder layer; a last 3x3 layer outputs RGB + alpha.
         epsilon: Slot Attention's epsilon.
@@ -103,14 +104,20 @@ class SlotAttentionAutoEncoder(nn.Module):
         encoder_channels: tuple[int, ...] = (64, 64, 64, 64),
         encoder_strides: tuple[int, ...] = (1, 1, 1, 1),
         encoder_kernel_size: int = 5,
-        decoder_initial_size: tuple[int, int] = (8, 8),
+        decoder_initial_size: tuple[int, int] | None = None,
         decoder_channels: tuple[int, ...] = (64, 64, 64, 64, 64),
         decoder_strides: tuple[int, ...] = (2, 2, 2, 2, 1),
         decoder_kernel_size: int = 5,
         epsilon: float = 1e-8,
     ):
         super().__init__()
-        resolution, decoder_initial_size = tuple(resolution), tuple(decoder_initial_size)
+        resolution = tuple(resolution)
+        up = 1
+        for s in decoder_strides:
+            up *= s
+        if decoder_initial_size is None:  # official: 128 / 2**4 = 8
+            decoder_initial_size = (resolution[0] // up, resolution[1] // up)
+        decoder_initial_size = tuple(decoder_initial_size)
         self.config = dict(
             resolution=list(resolution), num_slots=num_slots, num_iterations=num_iterations,
             num_channels=num_channels, slot_size=slot_size, mlp_hidden_size=mlp_hidden_size,
@@ -129,9 +136,6 @@ class SlotAttentionAutoEncoder(nn.Module):
         for s in encoder_strides:
             scale *= s
         feature_size = (resolution[0] // scale, resolution[1] // scale)
-        up = 1
-        for s in decoder_strides:
-            up *= s
         if (decoder_initial_size[0] * up, decoder_initial_size[1] * up) != resolution:
             raise ValueError(
                 f"decoder_initial_size {decoder_initial_size} x strides {decoder_strides} "

@@ -1,0 +1,148 @@
+"""Training checkpoints: atomic writes, safe loading, and loading a model from a run directory.
+
+A training checkpoint (`RUN_DIR/checkpoints/step_00001000.pt`) holds only tensors and plain
+Python values (model and optimizer state, step, RNG states, config), so it loads with
+`torch.load(weights_only=True)`: a file crafted to run code when unpickled is refused.
+Writes go to a temporary file that is fsynced and then renamed over the final name, so a process
+killed while writing never leaves a half-written checkpoint in place of a good one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slotlab.errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_DIR = "model"
+_STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(file)` on a temporary file beside `path`, fsync it, rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint in a run directory, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = _STEP_FILE.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write `state` atomically as the checkpoint of `step`; keep the newest `keep` ones."""
+    path = checkpoint_path(run_dir, step)
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({exc.strerror or exc}); the previous "
+            "checkpoint is kept"
+        ) from None
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint safely (`weights_only=True`)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} was refused: it contains Python objects other than tensors and plain values "
+            "(it could run code when loaded), so it is not a slotlab checkpoint"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise CheckpointError(f"{path} is not a slotlab training checkpoint")
+    return state
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any]] | None:
+    """The newest readable checkpoint of a run (unreadable newer ones are reported, skipped)."""
+    for step, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return step, load_checkpoint(path)
+        except CheckpointError as exc:
+            print(f"warning: skipping {exc}", file=sys.stderr)
+    return None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """A model in eval mode from a RUN_DIR (newest checkpoint, else RUN_DIR/model) or a MODEL_DIR.
+
+    Returns (model, info) with info["task"], info["data"] (training data spec or None),
+    info["step"] (or None) and info["config"] (the run's TrainConfig as a dict, or None).
+    """
+    from slotlab.models import build_model
+    from slotlab.models.pretrained import load_pretrained
+    from slotlab.train.config import config_from_dict
+
+    path = Path(path)
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        model = load_pretrained(path, map_location=str(device))
+        return model, {"task": _task_of(model), "data": None, "step": None, "config": None}
+    config_file = path / "config.yaml"
+    if not config_file.is_file():
+        raise CheckpointError(
+            f"{path} is neither a run directory (no config.yaml) nor a model directory "
+            "(no config.json + model.safetensors)"
+        )
+    import yaml
+
+    cfg = config_from_dict(yaml.safe_load(config_file.read_text()))
+    latest = latest_checkpoint(path)
+    if latest is None:
+        if (path / MODEL_DIR / "config.json").is_file():
+            model = load_pretrained(path / MODEL_DIR, map_location=str(device))
+            return model, {"task": cfg.task, "data": cfg.data, "step": None,
+                           "config": cfg.to_dict()}
+        raise CheckpointError(f"{path} has no checkpoint yet")
+    step, state = latest
+    model = build_model(cfg.task, **cfg.model)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return model, {"task": cfg.task, "data": cfg.data, "step": step, "config": cfg.to_dict()}
+
+
+def _task_of(model: nn.Module) -> str:
+    from slotlab.models import model_task
+
+    return model_task(model)

@@ -1,0 +1,347 @@
+"""The training loop shared by both tasks.
+
+    slotlab train object-discovery --data procedural-sprites --preset cpu-sprites --out runs/a
+
+A run directory holds `config.yaml` (the full resolved config), `checkpoints/step_N.pt`,
+`metrics.jsonl` (one JSON object per log line: training loss/lr/throughput, and evaluations),
+TensorBoard event files in `tensorboard/`, slot pictures in `images/`, and at the end `model/`
+(safetensors + config.json, loadable with `slotlab.load_pretrained`).
+
+Running the same command on an existing run directory continues from its newest checkpoint;
+`--steps N` extends a finished run to N steps. The data order is a function of (seed, step) and
+the RNG states are checkpointed, so a resumed CPU run follows the uninterrupted one exactly.
+SIGTERM finishes the current step, writes a checkpoint and exits cleanly; a non-finite loss
+stops the run with a message and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from slotlab.data import build_dataset
+from slotlab.data.build import default_num_workers
+from slotlab.errors import ConfigError, DataError, SlotlabError
+from slotlab.models import build_model
+from slotlab.models.pretrained import save_pretrained
+from slotlab.train.checkpoint import MODEL_DIR, atomic_write, latest_checkpoint, save_checkpoint
+from slotlab.train.config import TrainConfig, config_from_dict, learning_rate
+from slotlab.train.evaluate import evaluate
+from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
+
+
+class TrainingStopped(SlotlabError):
+    """Training stopped on purpose (e.g. a non-finite loss); the message says why."""
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of indices for steps `start_step, start_step + 1, ...` (endless).
+
+    Epoch e uses the permutation `randperm(n)` of a generator seeded with (seed, e); step s is
+    batch s % batches_per_epoch of epoch s // batches_per_epoch (the last partial batch of an
+    epoch is dropped, as the official `drop_remainder=True`). Resuming needs only the step.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0):
+        self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+        self.batches_per_epoch = n // batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        epoch, perm = -1, None
+        while True:
+            e, b = divmod(step, self.batches_per_epoch)
+            if e != epoch:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+                epoch, perm = e, torch.randperm(self.n, generator=g)
+            yield perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            step += 1
+
+    def __len__(self) -> int:  # endless; DataLoader only needs it for len(loader)
+        return sys.maxsize
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but CUDA is not available")
+    return device
+
+
+def prepare_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
+    """Create/check the run directory; refuse one that holds a run of the other task."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"run directory {run_dir} is not writable ({exc.strerror})") from None
+    config_file = run_dir / "config.yaml"
+    if config_file.is_file():
+        try:
+            old = config_from_dict(yaml.safe_load(config_file.read_text()))
+        except (ConfigError, yaml.YAMLError, TypeError) as exc:
+            raise ConfigError(f"{config_file} is not a slotlab run config ({exc})") from None
+        if old.task != cfg.task:
+            raise ConfigError(
+                f"run directory {run_dir} holds a {old.task} run; use another --out for "
+                f"{cfg.task}"
+            )
+    elif any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir} is not empty and is not a slotlab run directory")
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    atomic_write(config_file, lambda f: f.write(text.encode()))
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state as tensors and plain values (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str):
+    """Forward pass and the official loss of `task`; returns (loss, output)."""
+    out = model(batch["image"])
+    if task == "object_discovery":
+        return reconstruction_loss(batch["image"], out.recon_combined.float()), out
+    return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
+
+
+class MetricsLog:
+    """metrics.jsonl (+ TensorBoard). On resume, lines past the resumed step are dropped."""
+
+    def __init__(self, run_dir: Path, resume_step: int):
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.file = self.path.open("a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:  # tensorboard is a dependency, but keep training without it
+            self.writer = None
+
+    def log(self, record: dict[str, Any], prefix: str) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                    self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def build_eval_dataset(cfg: TrainConfig, train_set: Dataset) -> tuple[Dataset, str]:
+    try:
+        return build_dataset(cfg.data, cfg.eval_split, cfg.task, **cfg.data_options), cfg.eval_split
+    except DataError as exc:
+        print(f"note: evaluating on the training split ({exc})", file=sys.stderr)
+        return train_set, "train"
+
+
+@torch.no_grad()
+def save_pictures(model: nn.Module, dataset: Dataset, cfg: TrainConfig, path: Path,
+                  device: torch.device, num: int = 8) -> None:
+    """Slot pictures of the first `num` evaluation images (fixed noise) -> PNG."""
+    from torch.utils.data import default_collate
+
+    from slotlab.train.evaluate import slot_noise
+
+    try:
+        from slotlab.train.visualize import object_discovery_figure, set_prediction_figure
+    except ImportError:  # pictures are optional while visualisation is not installed
+        return
+
+    batch = default_collate([dataset[i] for i in range(min(num, len(dataset)))])
+    image = batch["image"].to(device)
+    noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(cfg.seed)).to(device)
+    was_training = model.training
+    model.eval()
+    out = model(image, noise=noise, return_all_attention=True)
+    model.train(was_training)
+    if cfg.task == "object_discovery":
+        figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num)
+    else:
+        target = batch.get("target")
+        figure = set_prediction_figure(image.cpu(), out.predictions.cpu(), target, num=num)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(path)
+
+
+def _to_cpu(out: Any) -> Any:
+    import dataclasses
+
+    values = {}
+    for f in dataclasses.fields(out):
+        v = getattr(out, f.name)
+        values[f.name] = [t.cpu() for t in v] if isinstance(v, list) else (
+            v.cpu() if isinstance(v, torch.Tensor) else v)
+    return type(out)(**values)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a run; returns the last evaluation metrics."""
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, cfg)
+    device = resolve_device(cfg.device)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+    dataset = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options)
+    if cfg.batch_size > len(dataset):
+        raise ConfigError(
+            f"batch size {cfg.batch_size} is larger than the training set of {cfg.data!r} "
+            f"({len(dataset)} examples)"
+        )
+    try:
+        model = build_model(cfg.task, **cfg.model).to(device)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid model settings {cfg.model}: {exc}") from None
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-8)
+
+    step = 0
+    latest = latest_checkpoint(run_dir)
+    if latest is not None:
+        step, state = latest
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        print(f"resuming {run_dir} from step {step}", file=sys.stderr)
+    eval_set, eval_split = build_eval_dataset(cfg, dataset)
+    if step >= cfg.steps:
+        print(f"{run_dir} is already at step {step} >= {cfg.steps}; nothing to train",
+              file=sys.stderr)
+        return {}
+    forward = torch.compile(model) if cfg.compile else model
+
+    workers = default_num_workers(len(dataset)) if cfg.num_workers is None else cfg.num_workers
+    loader = DataLoader(
+        dataset,
+        batch_sampler=StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, step),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        # its own generator: creating the iterator must not consume the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(cfg.seed * 7919 + step),
+    )
+    log = MetricsLog(run_dir, step)
+    stop = {"signal": None}
+
+    def on_sigterm(signum, frame):  # finish the step, checkpoint, exit 0
+        stop["signal"] = signum
+
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, step, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "rng": rng_state(), "config": cfg.to_dict(),
+        }, keep=cfg.keep_checkpoints)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True,
+               desc=f"train {cfg.task}")
+    last: dict[str, Any] = {}
+    t_log, images_since = time.perf_counter(), 0
+    try:
+        model.train()
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            lr = learning_rate(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, _ = compute_loss(forward, batch, cfg.task)
+            if not torch.isfinite(loss):
+                kept = latest_checkpoint(run_dir)
+                raise TrainingStopped(
+                    f"the loss became {loss.item()} at step {step}; training stopped, the last "
+                    f"good checkpoint (step {kept[0] if kept else 'none'}) is kept in {run_dir}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            images_since += batch["image"].shape[0]
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                ips = images_since / max(now - t_log, 1e-9)
+                t_log, images_since = now, 0
+                record = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": ips}
+                log.log(record, "train")
+                bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["signal"]:
+                checkpoint()
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                last = evaluate(model, eval_set, cfg.task, num=cfg.eval_num,
+                                batch_size=min(cfg.batch_size, 64), seed=cfg.seed, device=device)
+                log.log({"step": step, "split": eval_split, **last}, "eval")
+                bar.write(f"step {step} eval ({eval_split}): " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
+            if step % cfg.image_every == 0 or step == cfg.steps:
+                save_pictures(model, eval_set, cfg, run_dir / "images" / f"step_{step:08d}.png",
+                              device)
+            if stop["signal"]:
+                bar.write(f"received SIGTERM: checkpoint written at step {step}, exiting",
+                          file=sys.stderr)
+                break
+            if step >= cfg.steps:
+                break
+    finally:
+        bar.close()
+        log.close()
+        signal.signal(signal.SIGTERM, previous_handler)
+    if step >= cfg.steps:
+        save_pretrained(model, run_dir / MODEL_DIR, step=step, data=cfg.data)
+    return last
+
+

@@ -1,0 +1,192 @@
+"""Training loop: schedule, run directory, resume (exact), SIGTERM/SIGKILL, clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from slotlab.cli import main
+from slotlab.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from slotlab.train.config import TrainConfig, learning_rate, list_presets, load_preset
+from tests.train.helpers import TINY_ARGS, write_folder, write_preset
+
+
+def train_cmd(data, out, preset, *extra):
+    return ["train", "object-discovery", "--data", f"folder:{data}", "--out", str(out),
+            "--preset", str(preset), *TINY_ARGS, *extra]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    data = write_folder(tmp_path / "data")
+    preset = write_preset(tmp_path / "tiny.yaml")
+    return data, preset
+
+
+def test_official_schedule():
+    cfg = TrainConfig()  # official object discovery: 4e-4, warm-up 10k, 0.5 per 100k
+    assert learning_rate(cfg, 0) == 0.0
+    assert learning_rate(cfg, 5000) == pytest.approx(4e-4 * 0.5 * 0.5 ** 0.05)
+    assert learning_rate(cfg, 10_000) == pytest.approx(4e-4 * 0.5 ** 0.1)
+    assert learning_rate(cfg, 500_000) == pytest.approx(1.25e-5)
+
+
+def test_presets_load():
+    assert {"clevr6", "clevr10", "cpu-sprites"} <= set(list_presets())
+    assert load_preset("clevr6")["batch_size"] == 64
+    assert load_preset("clevr10")["batch_size"] == 512
+
+
+def test_run_directory_contents(setup, tmp_path, capsys):
+    data, preset = setup
+    run = tmp_path / "run"
+    assert main(train_cmd(data, run, preset)) == 0
+    for name in ("config.yaml", "metrics.jsonl", "model/model.safetensors", "model/config.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").iterdir())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert any("fg_ari" in r for r in records)
+    assert [s for s, _ in list_checkpoints(run)] == [2, 4, 6]
+    state = load_checkpoint(list_checkpoints(run)[-1][1])
+    assert state["step"] == 6 and "rng" in state and "optimizer" in state
+    # eval on folder data with masks reports ARI and FG-ARI
+    capsys.readouterr()
+    assert main(["eval", str(run), "--num", "8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"ari", "fg_ari", "mbo", "miou", "mse"} <= set(result)
+    assert 0 <= result["num_images"] == 8
+    assert json.loads((run / "eval.json").read_text())["fg_ari"] == result["fg_ari"]
+
+
+def final_params(run):
+    return load_checkpoint(list_checkpoints(run)[-1][1])["model"]
+
+
+def test_resume_is_exact(setup, tmp_path):
+    data, preset = setup
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    assert main(train_cmd(data, straight, preset)) == 0
+    # stop after step 2 (steps=2), then continue the same directory to 6
+    args = train_cmd(data, resumed, preset)
+    args[args.index("--steps") + 1] = "2"
+    assert main(args) == 0
+    assert main(train_cmd(data, resumed, preset)) == 0
+    a, b = final_params(straight), final_params(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(x)["step"] for x in (resumed / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(x)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_interrupted_write_never_replaces_good_checkpoint(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, 2, {"model": {}, "step": 2}, keep=3)
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", boom)
+    from slotlab.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_checkpoint(tmp_path, 4, {"model": {}, "step": 4}, keep=3)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.suffix == ".tmp"]
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "checkpoints" / "step_00000002.pt"
+    path.parent.mkdir()
+    with path.open("wb") as f:
+        pickle.dump({"model": Evil(), "step": 2}, f)
+    from slotlab.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def expect_error(argv, capsys, fragment):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: ")
+    assert fragment in err, err
+
+
+def test_clear_errors(setup, tmp_path, capsys):
+    data, preset = setup
+    expect_error(["train", "object-discovery", "--data", "nonsense:x", "--out",
+                  str(tmp_path / "r1"), "--preset", str(preset), *TINY_ARGS], capsys, "nonsense")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):  # running as root: permissions are not enforced
+        locked = Path("/proc/slotlab-run")
+    expect_error(train_cmd(data, locked / "run", preset), capsys, "not writable")
+    run = tmp_path / "run"
+    assert main(train_cmd(data, run, preset)) == 0
+    sp_preset = write_preset(tmp_path / "sp.yaml", task="set_prediction",
+                             model={"resolution": [32, 32], "num_slots": 4})
+    expect_error(["train", "set-prediction", "--data", f"folder:{data}", "--out", str(run),
+                  "--preset", str(sp_preset), *TINY_ARGS], capsys, "holds a object_discovery run")
+    expect_error(train_cmd(data, tmp_path / "r2", preset, "--batch-size", "64"), capsys,
+                 "larger than the training set")
+
+
+def run_cli_subprocess(args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "slotlab.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run, minimum=1, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(list_checkpoints(run)) >= minimum:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_resumes(setup, tmp_path, sig):
+    data, preset = setup
+    run = tmp_path / "run"
+    args = train_cmd(data, run, preset)
+    args[args.index("--steps") + 1] = "400"
+    args[args.index("--checkpoint-every") + 1] = "5"
+    args[args.index("--eval-every") + 1] = "1000"
+    args[args.index("--image-every") + 1] = "1000"
+    proc = run_cli_subprocess(args, Path(__file__).resolve().parents[2])
+    wait_for_checkpoint(run)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0, err
+        assert "received SIGTERM" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    steps = [s for s, _ in list_checkpoints(run)]
+    assert steps, "the checkpoint written before the kill is lost"
+    for _, path in list_checkpoints(run):
+        load_checkpoint(path)  # every complete checkpoint is readable
+    args[args.index("--steps") + 1] = str(steps[-1] + 3)
+    proc = run_cli_subprocess(args, Path(__file__).resolve().parents[2])
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"resuming {run} from step {steps[-1]}" in err
+    assert list_checkpoints(run)[-1][0] == steps[-1] + 3
