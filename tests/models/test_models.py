@@ -73,6 +73,8 @@ def test_small_paper_style_models():
                                    decoder_channels=(64,) * 4, decoder_strides=(2, 2, 2, 1))
     assert m64(torch.rand(1, 3, 64, 64)).recons.shape == (1, 6, 3, 64, 64)
     with pytest.raises(ValueError, match="does not give the resolution"):
-        SlotAttentionAutoEncoder(resolution=(64, 64))
+        SlotAttentionAutoEncoder(resolution=(64, 64), decoder_initial_size=(8, 8))
+    # by default the broadcast size follows the resolution: 64 / 2**4 = 4
+    assert SlotAttentionAutoEncoder(resolution=(64, 64)).decoder_initial_size == (4, 4)
     sp = SlotAttentionSetPredictor(resolution=(64, 64), num_slots=4)
     assert sp(torch.rand(1, 3, 64, 64)).predictions.shape == (1, 4, 19)

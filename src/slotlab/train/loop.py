@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,13 @@ from slotlab.data.build import default_num_workers
 from slotlab.errors import ConfigError, DataError, SlotlabError
 from slotlab.models import build_model
 from slotlab.models.pretrained import save_pretrained
-from slotlab.train.checkpoint import MODEL_DIR, atomic_write, latest_checkpoint, save_checkpoint
+from slotlab.train.checkpoint import (
+    MODEL_DIR,
+    atomic_write,
+    latest_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+)
 from slotlab.train.config import TrainConfig, config_from_dict, learning_rate
 from slotlab.train.evaluate import evaluate
 from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
@@ -54,11 +62,14 @@ class StepBatchSampler(Sampler[list[int]]):
     Epoch e uses the permutation `randperm(n)` of a generator seeded with (seed, e); step s is
     batch s % batches_per_epoch of epoch s // batches_per_epoch (the last partial batch of an
     epoch is dropped, as the official `drop_remainder=True`). Resuming needs only the step.
+    `part=(lo, hi)` yields only the slice [lo:hi] of each global batch (one DDP rank's share).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0):
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0,
+                 part: tuple[int, int] | None = None):
         self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
         self.batches_per_epoch = n // batch_size
+        self.part = part or (0, batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step
@@ -68,7 +79,8 @@ class StepBatchSampler(Sampler[list[int]]):
             if e != epoch:
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
                 epoch, perm = e, torch.randperm(self.n, generator=g)
-            yield perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            batch = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            yield batch[self.part[0] : self.part[1]].tolist()
             step += 1
 
     def __len__(self) -> int:  # endless; DataLoader only needs it for len(loader)
@@ -134,9 +146,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str):
+def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
+                 noise: torch.Tensor | None = None):
     """Forward pass and the official loss of `task`; returns (loss, output)."""
-    out = model(batch["image"])
+    out = model(batch["image"], noise=noise)
     if task == "object_discovery":
         return reconstruction_loss(batch["image"], out.recon_combined.float()), out
     return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
@@ -221,11 +234,67 @@ def _to_cpu(out: Any) -> Any:
     return type(out)(**values)
 
 
+@dataclass
+class Distributed:
+    """Process-group facts: world size, this process's rank, and its device."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on
+    CPU. Returns the group facts and this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed(), resolve_device(device_name)
+    dist_info = Distributed(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist_info, device
+
+
+def _all_true(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
+    """`flag` on every rank (logical OR over ranks)."""
+    if not dist_info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a run; returns the last evaluation metrics."""
+    """Train (or resume) a run; returns the last evaluation metrics.
+
+    Under torchrun each of the W processes takes its slice of every global batch of
+    `cfg.batch_size` (which must be divisible by W), and the slot-initialisation noise of the
+    whole global batch is drawn from one seeded generator and sliced the same way, so a W-process
+    run follows the single-process run with the same global batch (up to float round-off of the
+    gradient all-reduce). Only rank 0 logs, evaluates, draws pictures and writes checkpoints.
+    """
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, cfg)
-    device = resolve_device(cfg.device)
+    dist_info, device = init_distributed(cfg.device)
+    if cfg.batch_size % dist_info.world_size:
+        raise ConfigError(f"batch size {cfg.batch_size} is not divisible by the "
+                          f"{dist_info.world_size} processes")
+    local_batch = cfg.batch_size // dist_info.world_size
+    if dist_info.is_main:
+        prepare_run_dir(run_dir, cfg)
+    if dist_info.enabled:
+        torch.distributed.barrier()
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -243,6 +312,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid model settings {cfg.model}: {exc}") from None
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-8)
+    noise_generator = torch.Generator().manual_seed(cfg.seed + 1)
+    num_slots, slot_size = model.slot_attention.num_slots, model.slot_attention.slot_size
 
     step = 0
     latest = latest_checkpoint(run_dir)
@@ -251,24 +322,33 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
-        print(f"resuming {run_dir} from step {step}", file=sys.stderr)
-    eval_set, eval_split = build_eval_dataset(cfg, dataset)
+        noise_generator.set_state(state["noise_generator"])
+        if dist_info.is_main:
+            print(f"resuming {run_dir} from step {step}", file=sys.stderr)
     if step >= cfg.steps:
-        print(f"{run_dir} is already at step {step} >= {cfg.steps}; nothing to train",
-              file=sys.stderr)
+        if dist_info.is_main:
+            print(f"{run_dir} is already at step {step} >= {cfg.steps}; nothing to train",
+                  file=sys.stderr)
         return {}
-    forward = torch.compile(model) if cfg.compile else model
+    eval_set, eval_split = build_eval_dataset(cfg, dataset) if dist_info.is_main else (None, "")
+    forward = model
+    if dist_info.enabled:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        forward = torch.compile(forward)
 
     workers = default_num_workers(len(dataset)) if cfg.num_workers is None else cfg.num_workers
+    lo, hi = dist_info.rank * local_batch, (dist_info.rank + 1) * local_batch
     loader = DataLoader(
         dataset,
-        batch_sampler=StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, step),
+        batch_sampler=StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, step, (lo, hi)),
         num_workers=workers,
         pin_memory=device.type == "cuda",
         # its own generator: creating the iterator must not consume the global RNG (exact resume)
         generator=torch.Generator().manual_seed(cfg.seed * 7919 + step),
     )
-    log = MetricsLog(run_dir, step)
+    log = MetricsLog(run_dir, step) if dist_info.is_main else None
     stop = {"signal": None}
 
     def on_sigterm(signum, frame):  # finish the step, checkpoint, exit 0
@@ -277,31 +357,36 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir, step, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "rng": rng_state(), "config": cfg.to_dict(),
-        }, keep=cfg.keep_checkpoints)
+        if dist_info.is_main:
+            save_checkpoint(run_dir, step, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "rng": rng_state(), "noise_generator": noise_generator.get_state(),
+                "config": cfg.to_dict(),
+            }, keep=cfg.keep_checkpoints)
 
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True,
-               desc=f"train {cfg.task}")
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and dist_info.is_main),
+               dynamic_ncols=True, desc=f"train {cfg.task}")
     last: dict[str, Any] = {}
     t_log, images_since = time.perf_counter(), 0
     try:
         model.train()
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            noise = torch.randn(cfg.batch_size, num_slots, slot_size, generator=noise_generator)
+            noise = noise[lo:hi].to(device, non_blocking=True)
             lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, _ = compute_loss(forward, batch, cfg.task)
-            if not torch.isfinite(loss):
-                kept = latest_checkpoint(run_dir)
+                loss, _ = compute_loss(forward, batch, cfg.task, noise)
+            if _all_true(not torch.isfinite(loss).item(), dist_info, device):
+                kept = list_checkpoints(run_dir)
                 raise TrainingStopped(
-                    f"the loss became {loss.item()} at step {step}; training stopped, the last "
-                    f"good checkpoint (step {kept[0] if kept else 'none'}) is kept in {run_dir}"
+                    f"the loss became non-finite ({loss.item()}) at step {step}; training "
+                    f"stopped, the last good checkpoint (step {kept[-1][0] if kept else 'none'}) "
+                    f"is kept in {run_dir}"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -309,39 +394,45 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
-            images_since += batch["image"].shape[0]
+            images_since += cfg.batch_size
             bar.update(1)
+            stopping = _all_true(stop["signal"] is not None, dist_info, device)
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                ips = images_since / max(now - t_log, 1e-9)
-                t_log, images_since = now, 0
-                record = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": ips}
-                log.log(record, "train")
-                bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["signal"]:
-                checkpoint()
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                last = evaluate(model, eval_set, cfg.task, num=cfg.eval_num,
-                                batch_size=min(cfg.batch_size, 64), seed=cfg.seed, device=device)
-                log.log({"step": step, "split": eval_split, **last}, "eval")
-                bar.write(f"step {step} eval ({eval_split}): " + ", ".join(
-                    f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
-            if step % cfg.image_every == 0 or step == cfg.steps:
-                save_pictures(model, eval_set, cfg, run_dir / "images" / f"step_{step:08d}.png",
-                              device)
-            if stop["signal"]:
-                bar.write(f"received SIGTERM: checkpoint written at step {step}, exiting",
-                          file=sys.stderr)
+            if dist_info.is_main:
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    now = time.perf_counter()
+                    ips = images_since / max(now - t_log, 1e-9)
+                    t_log, images_since = now, 0
+                    record = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": ips}
+                    log.log(record, "train")
+                    bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}",
+                                    img_s=f"{ips:.1f}")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                    checkpoint()
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    last = evaluate(model, eval_set, cfg.task, num=cfg.eval_num,
+                                    batch_size=min(cfg.batch_size, 64), seed=cfg.seed,
+                                    device=device)
+                    log.log({"step": step, "split": eval_split, **last}, "eval")
+                    bar.write(f"step {step} eval ({eval_split}): " + ", ".join(
+                        f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
+                if step % cfg.image_every == 0 or step == cfg.steps:
+                    save_pictures(model, eval_set, cfg,
+                                  run_dir / "images" / f"step_{step:08d}.png", device)
+            if stopping:
+                if dist_info.is_main:
+                    bar.write(f"received SIGTERM: checkpoint written at step {step}, exiting",
+                              file=sys.stderr)
                 break
             if step >= cfg.steps:
                 break
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
         signal.signal(signal.SIGTERM, previous_handler)
-    if step >= cfg.steps:
+    if step >= cfg.steps and dist_info.is_main:
         save_pretrained(model, run_dir / MODEL_DIR, step=step, data=cfg.data)
+    if dist_info.enabled:
+        torch.distributed.barrier()
     return last
-
-
