@@ -1,4 +1,4 @@
-"""torchrun with 2 CPU processes (gloo) follows the single-process run with the same global batch."""
+"""torchrun with 2 CPU processes (gloo) equals the single-process run (same global batch)."""
 
 import shutil
 import subprocess
