@@ -1,10 +1,237 @@
-"""`slotlab data ...` subcommands (placeholder until the procedural generator lands)."""
+"""`slotlab data ...` subcommands: procedural data on disk and a contact sheet to look at it.
+
+    slotlab data generate --out DIR [--split train] [--num N] [--seed S] [--size WxH]
+                          [--style clevr|sprites] [--workers W]
+    slotlab data show DIR [--split train] --out sheet.png [--num 16]
+
+`generate` writes the CLEVR v1.0 layout (images/, scenes/, plus masks/) and prints images/s;
+`show` tiles images with their instance masks (as colour segmentations) beside them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from slotlab.errors import ConfigError, DataError
+
+STYLES = ("clevr", "sprites")
+DEFAULT_SIZE = {"clevr": (480, 320), "sprites": (64, 64)}
+DEFAULT_OBJECTS = {"clevr": (3, 10), "sprites": (2, 6)}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TILE_HEIGHT = 160  # pixels of one image in the contact sheet
+SHEET_COLUMNS = 4  # image/mask pairs per row
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'480x320' -> (480, 320) (width, height); argparse error otherwise."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"size must be WIDTHxHEIGHT, e.g. 480x320, got {text!r}"
+        ) from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `slotlab data generate|show` to the top-level subparsers `sub`."""
     parser = sub.add_parser("data", help="generate, inspect and cache datasets")
-    parser.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    data_sub = parser.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+
+    gen = data_sub.add_parser(
+        "generate",
+        help="write procedural scenes in the CLEVR v1.0 layout (with instance masks)",
+        description="Write procedural scenes: images/{split}/, scenes/, masks/{split}/ "
+        "(the CLEVR v1.0 layout plus uint8 instance masks).",
+    )
+    gen.add_argument("--out", required=True, type=Path, help="dataset root to write")
+    gen.add_argument(
+        "--split", default="train", help="split name: train, val, test, ... (default: train)"
+    )
+    gen.add_argument("--num", type=_positive_int, default=1000, help="images (default: 1000)")
+    gen.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    gen.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="WIDTHxHEIGHT (default: 480x320 for clevr, 64x64 for sprites)",
+    )
+    gen.add_argument("--style", choices=STYLES, default="clevr", help="scene style")
+    gen.add_argument(
+        "--workers", type=_positive_int, default=None, help="processes (default: all cores)"
+    )
+    gen.add_argument(
+        "--min-objects", type=_positive_int, default=None, help="(default: 3 clevr, 2 sprites)"
+    )
+    gen.add_argument(
+        "--max-objects",
+        type=_positive_int,
+        default=None,
+        help="(default: 10 clevr as in CLEVR, 6 sprites; 6 gives CLEVR6-like data)",
+    )
+    gen.set_defaults(func=run_generate)
+
+    show = data_sub.add_parser(
+        "show",
+        help="save a contact sheet of images and their masks",
+        description="Tile the first images of a split (with their instance masks, when the "
+        "dataset has masks/) into one PNG.",
+    )
+    show.add_argument("dir", type=Path, help="dataset root (holding images/)")
+    show.add_argument("--split", default="train", help="split name (default: train)")
+    show.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    show.add_argument("--num", type=_positive_int, default=16, help="images (default: 16)")
+    show.set_defaults(func=run_show)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """`slotlab data generate`: render, write, report the throughput."""
+    size = args.size or DEFAULT_SIZE[args.style]
+    split = {"validation": "val"}.get(args.split, args.split)  # CLEVR's folder name
+    low, high = DEFAULT_OBJECTS[args.style]
+    low = args.min_objects or low
+    high = args.max_objects or max(high, low)
+    if low > high:
+        raise ConfigError(f"--min-objects {low} is larger than --max-objects {high}")
+    start = time.perf_counter()
+    if args.style == "clevr":
+        from slotlab.data.procedural import generate_clevr_dir
+
+        root = generate_clevr_dir(
+            args.out,
+            split,
+            args.num,
+            args.seed,
+            size,
+            workers=args.workers,
+            min_objects=low,
+            max_objects=high,
+            progress=sys.stderr.isatty(),
+        )
+    else:
+        from slotlab.data.sprites import generate_sprites_dir
+
+        root = generate_sprites_dir(
+            args.out,
+            split,
+            args.num,
+            args.seed,
+            size,
+            workers=args.workers,
+            min_objects=low,
+            max_objects=high,
+        )
+    seconds = time.perf_counter() - start
+    print(
+        f"wrote {args.num} {args.style} images ({size[0]}x{size[1]}) of split {split!r} "
+        f"to {root} in {seconds:.1f} s: {args.num / max(seconds, 1e-9):.1f} images/s"
+    )
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """`slotlab data show`: write a contact sheet PNG."""
+    sheet = contact_sheet(args.dir, args.split, args.num)
+    out = Path(args.out).expanduser()
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(out)
+    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
+    return 0
+
+
+def mask_palette(n: int = 256) -> np.ndarray:
+    """A fixed palette [n, 3] uint8 for instance ids: black background, distinct hues after."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    golden = 0.618033988749895
+    for i in range(1, n):
+        hue = (i * golden) % 1.0
+        value = 1.0 if (i // 8) % 2 == 0 else 0.7
+        palette[i] = _hsv_to_rgb(hue, 0.75, value)
+    return palette
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
+    rgb = v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
+def _tile(array: np.ndarray, height: int, nearest: bool) -> np.ndarray:
+    """Resize an image array to `height` rows, keeping the aspect ratio."""
+    h, w = array.shape[:2]
+    width = max(1, round(w * height / h))
+    if (h, w) == (height, width):
+        return array
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(array).resize((width, height), resample))
+
+
+def contact_sheet(root: str | Path, split: str = "train", num: int = 16) -> np.ndarray:
+    """A uint8 [H, W, 3] grid of the first `num` images of `split` with their coloured masks.
+
+    Reads root/images/{split}/*.png (sorted) and, when present, root/masks/{split}/<same name>.
+    Raises DataError for a missing directory or one without images.
+    """
+    from slotlab.data.io import read_id_mask, read_image
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset directory {root} does not exist")
+    image_dir = root / "images" / split
+    if not image_dir.is_dir():
+        raise DataError(f"{root} has no images/{split} directory (is it a generated dataset?)")
+    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:num]
+    if not paths:
+        raise DataError(f"image directory {image_dir} holds no PNG or JPEG images")
+    mask_dir = root / "masks" / split
+    with_masks = mask_dir.is_dir()
+    palette = mask_palette()
+
+    tiles = []
+    for path in paths:
+        image = read_image(path)
+        height = TILE_HEIGHT
+        parts = [_tile(image, height, nearest=image.shape[0] < height)]  # crisp when enlarged
+        if with_masks:
+            mask_path = mask_dir / path.name
+            if not mask_path.is_file():
+                raise DataError(f"mask file {mask_path} is missing (its image exists)")
+            ids = read_id_mask(mask_path)
+            colour = palette[np.clip(ids, 0, len(palette) - 1)]
+            parts.append(_tile(colour, height, nearest=True))
+        tiles.append(np.concatenate(parts, axis=1))
+
+    gap = 4
+    tile_h = max(t.shape[0] for t in tiles)
+    tile_w = max(t.shape[1] for t in tiles)
+    cols = min(SHEET_COLUMNS, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    sheet = np.full(
+        (rows * tile_h + (rows + 1) * gap, cols * tile_w + (cols + 1) * gap, 3), 255, np.uint8
+    )
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        y, x = gap + r * (tile_h + gap), gap + c * (tile_w + gap)
+        sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    return sheet

@@ -116,5 +116,7 @@ def read_json(path: str | Path) -> Any:
         ) from None
     except UnicodeDecodeError:
         raise DataError(f"JSON file {path} is not UTF-8 text") from None
+    except (ValueError, RecursionError) as err:  # an int too long to convert, nesting too deep
+        raise DataError(f"JSON file {path} is not valid JSON ({err})") from None
     except OSError as err:
         raise DataError(f"JSON file {path} cannot be read ({err.strerror or err})") from None
