@@ -10,6 +10,7 @@ Every problem raises `CheckpointError` with one sentence naming the file.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -124,12 +125,16 @@ def _parse_entry(name: str, value: memoryview) -> BundleEntry:
     crc: int | None = None
     shape: list[int] = []
     for field, wire_type, v in iter_fields(value):
+        if field in (1, 3, 4, 5, 6) and not isinstance(v, int):
+            raise WireError(f"entry {name!r}: field {field} is not a number")
         if field == 1:
             dtype = v
         elif field == 2 and wire_type == LENGTH_DELIMITED:
             for f2, w2, dim in iter_fields(v):
                 if f2 == 2 and w2 == LENGTH_DELIMITED:
                     dim_size = next((d for f3, _, d in iter_fields(dim) if f3 == 1), 0)
+                    if not isinstance(dim_size, int):
+                        raise WireError(f"entry {name!r}: a dimension size is not a number")
                     shape.append(dim_size)
                 elif f2 == 3 and v:
                     raise WireError("unknown rank")
@@ -193,6 +198,8 @@ class TFCheckpoint:
     def _read_header(self, value: memoryview) -> None:
         for field, _, v in iter_fields(value):
             if field == 1:
+                if not isinstance(v, int):
+                    raise WireError("the header's shard count is not a number")
                 self.num_shards = v
             elif field == 2 and v != 0:
                 raise CheckpointError(f"{self.index_path} is big-endian, unsupported")
@@ -223,7 +230,7 @@ class TFCheckpoint:
         if not 0 <= e.shard_id < self.num_shards:
             raise CheckpointError(f"{self.index_path}: {name!r} names shard {e.shard_id}")
         dtype = DTYPES[e.dtype]
-        count = int(np.prod(e.shape, dtype=np.int64)) if e.shape else 1
+        count = math.prod(e.shape)  # exact: a forged shape cannot wrap around int64
         data = self._shard(e.shard_id)
         path = self.shard_path(e.shard_id)
         if count * dtype.itemsize != e.size or e.offset + e.size > len(data):

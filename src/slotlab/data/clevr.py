@@ -129,7 +129,8 @@ class _ParsedScenes:
         rows = np.repeat(np.arange(n), self.num_objects)
         slots = np.concatenate([np.arange(k) for k in self.num_objects]) if n else rows
         self.coords[rows, slots] = _coords_array(parsed, scenes_path)
-        self.labels[rows, slots] = [lab for _, _, labels in parsed for lab in labels]
+        labels = [lab for _, _, labels in parsed for lab in labels]
+        self.labels[rows, slots] = np.array(labels, np.int8).reshape(-1, len(_LABEL_FIELDS))
 
     def objects(self, row: int) -> list[dict[str, Any]]:
         """The objects of scene `row` in the form `clevr_target` takes (class indices)."""
