@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+MASK64 = (1 << 64) - 1
 
 
 class WireError(ValueError):
@@ -22,7 +23,7 @@ def read_varint(buf: bytes | memoryview, pos: int, end: int | None = None) -> tu
     result = shift = 0
     while True:
         if pos >= end:
-            raise WireError("truncated varint")
+            raise WireError("a varint runs past the end of its message")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -30,43 +31,58 @@ def read_varint(buf: bytes | memoryview, pos: int, end: int | None = None) -> tu
             return result, pos
         shift += 7
         if shift >= 70:
-            raise WireError("varint longer than 10 bytes")
+            raise WireError("a varint is longer than 10 bytes")
 
 
-def iter_fields(
+def iter_field_ranges(
     buf: bytes | memoryview, start: int = 0, end: int | None = None
-) -> Iterator[tuple[int, int, int | bytes | memoryview]]:
-    """Yield (field number, wire type, value) for each field of one message.
+) -> Iterator[tuple[int, int, int, int]]:
+    """Yield (field number, wire type, a, b) for each field of the message in [start, end).
 
-    The value is an int for varint/fixed fields and a zero-copy slice of `buf` for
-    length-delimited fields. Groups (wire types 3/4) are not supported (TF does not use them).
+    For a varint field `a` is its value (masked to 64 bits, as protobuf does) and `b` the position
+    after it; for every other wire type [a, b) is the byte range of the value. Groups (wire types
+    3/4) are not supported (TF does not use them).
     """
-    buf = memoryview(buf) if not isinstance(buf, memoryview) else buf
     end = len(buf) if end is None else end
     pos = start
     while pos < end:
         key, pos = read_varint(buf, pos, end)
         field, wire_type = key >> 3, key & 7
         if field == 0:
-            raise WireError("field number 0")
+            raise WireError("a field has number 0")
         if wire_type == VARINT:
             value, pos = read_varint(buf, pos, end)
-        elif wire_type == FIXED64:
-            if pos + 8 > end:
-                raise WireError("truncated fixed64")
-            value = int.from_bytes(buf[pos : pos + 8], "little")
-            pos += 8
-        elif wire_type == FIXED32:
-            if pos + 4 > end:
-                raise WireError("truncated fixed32")
-            value = int.from_bytes(buf[pos : pos + 4], "little")
-            pos += 4
-        elif wire_type == LENGTH_DELIMITED:
-            length, pos = read_varint(buf, pos, end)
-            if length > end - pos:
-                raise WireError(f"length {length} runs past the end of the message")
-            value = buf[pos : pos + length]
-            pos += length
+            yield field, VARINT, value & MASK64, pos
+            continue
+        if wire_type == LENGTH_DELIMITED:
+            size, pos = read_varint(buf, pos, end)
+            if size > end - pos:
+                raise WireError(f"a field of {size} bytes runs past the end of its message")
+        elif wire_type in (FIXED64, FIXED32):
+            size = 8 if wire_type == FIXED64 else 4
+            if size > end - pos:
+                raise WireError("a fixed-size field runs past the end of its message")
+        elif wire_type in (3, 4):
+            raise WireError("it uses the deprecated group encoding")
         else:
-            raise WireError(f"unsupported wire type {wire_type}")
-        yield field, wire_type, value
+            raise WireError(f"invalid wire type {wire_type}")
+        yield field, wire_type, pos, pos + size
+        pos += size
+
+
+def iter_fields(
+    buf: bytes | memoryview, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, int, int | memoryview]]:
+    """Yield (field number, wire type, value) for each field of one message.
+
+    The value is an int for varint and fixed-size fields and a zero-copy slice of `buf` for
+    length-delimited fields.
+    """
+    buf = buf if isinstance(buf, memoryview) else memoryview(buf)
+    for field, wire_type, a, b in iter_field_ranges(buf, start, end):
+        if wire_type == VARINT:
+            yield field, wire_type, a
+        elif wire_type == LENGTH_DELIMITED:
+            yield field, wire_type, buf[a:b]
+        else:
+            yield field, wire_type, int.from_bytes(buf[a:b], "little")

@@ -16,9 +16,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 
+from slotlab.data.tfrecord import masked_crc32c
 from slotlab.errors import CheckpointError
 from slotlab.wire import LENGTH_DELIMITED, WireError, iter_fields, read_varint
 
@@ -33,12 +33,6 @@ DTYPES = {
     17: np.dtype("<u2"), 19: np.dtype("<f2"), 22: np.dtype("<u4"), 23: np.dtype("<u8"),
 }
 DT_STRING = 7
-
-
-def masked_crc32c(data: bytes | memoryview) -> int:
-    """TF/LevelDB masked CRC32C."""
-    crc = google_crc32c.value(bytes(data))
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)

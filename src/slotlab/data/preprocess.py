@@ -69,6 +69,14 @@ def to_unit_range(image_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.permute(2, 0, 1).contiguous()
 
 
+def normalize_batch_image(image: torch.Tensor) -> torch.Tensor:
+    """A batch image as float in [-1, 1]: uint8 (e.g. from `cache:` data with `as_uint8=True`,
+    normalised on the GPU) becomes x / 127.5 - 1; float input is returned unchanged."""
+    if image.dtype == torch.uint8:
+        return image.float().div_(127.5).sub_(1.0)
+    return image
+
+
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of [C, H, W] (or [B, C, H, W]) like TF2 `tf.image.resize` (no antialias)."""
     if tuple(image.shape[-2:]) == tuple(size):

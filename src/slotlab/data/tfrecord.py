@@ -46,6 +46,7 @@ import google_crc32c
 import numpy as np
 
 from slotlab.errors import DataError
+from slotlab.wire import WireError, iter_field_ranges
 
 __all__ = [
     "BytesList",
@@ -405,54 +406,13 @@ class _Parser:
     def fail(self, what: str) -> DataError:
         return DataError(f"{self.where}: malformed tf.train.Example: {what}")
 
-    def varint(self, pos: int, end: int) -> tuple[int, int]:
-        buf = self.buf
-        result = 0
-        shift = 0
-        while True:
-            if pos >= end:
-                raise self.fail("a varint runs past the end of its message")
-            b = buf[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                return result & _MASK64, pos
-            shift += 7
-            if shift >= 70:
-                raise self.fail("a varint is longer than 10 bytes")
-
     def fields(self, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-        """Yield (field number, wire type, a, b) for each field of the message in [pos, end).
-
-        For wire type 0, a is the varint value; otherwise [a, b) is the value's byte range.
-        """
-        while pos < end:
-            key, pos = self.varint(pos, end)
-            field, wire = key >> 3, key & 7
-            if field == 0:
-                raise self.fail("a field has number 0")
-            if wire == 0:
-                value, pos = self.varint(pos, end)
-                yield field, 0, value, pos
-            elif wire == 2:
-                length, pos = self.varint(pos, end)
-                if length > end - pos:
-                    raise self.fail(
-                        f"a length-delimited field of {length} bytes runs past the end of its "
-                        "message"
-                    )
-                yield field, 2, pos, pos + length
-                pos += length
-            elif wire in (1, 5):
-                size = 8 if wire == 1 else 4
-                if size > end - pos:
-                    raise self.fail("a fixed-size field runs past the end of its message")
-                yield field, wire, pos, pos + size
-                pos += size
-            elif wire in (3, 4):
-                raise self.fail("it uses the deprecated group encoding")
-            else:
-                raise self.fail(f"invalid wire type {wire}")
+        """Yield (field number, wire type, a, b) for each field in [pos, end): for wire type 0
+        a is the varint value, otherwise [a, b) is the value's byte range."""
+        try:
+            yield from iter_field_ranges(self.buf, pos, end)
+        except WireError as exc:
+            raise self.fail(str(exc)) from None
 
     def example(self) -> dict[str, FeatureValue]:
         features: dict[str, FeatureValue] = {}

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from slotlab.data.preprocess import normalize_batch_image
 from slotlab.metrics import average_precision_all, segmentation_metrics
 
 
@@ -47,7 +48,7 @@ def evaluate(
     counts: dict[str, int] = {}
     predictions, targets = [], []
     for batch in loader:
-        image = batch["image"].to(device)
+        image = normalize_batch_image(batch["image"].to(device))
         noise = slot_noise(model, image.shape[0], generator).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(image, noise=noise)

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from slotlab.data import build_dataset
 from slotlab.data.build import default_num_workers
+from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError, DataError, SlotlabError
 from slotlab.models import build_model
 from slotlab.models.pretrained import save_pretrained
@@ -208,7 +209,7 @@ def save_pictures(model: nn.Module, dataset: Dataset, cfg: TrainConfig, path: Pa
         return
 
     batch = default_collate([dataset[i] for i in range(min(num, len(dataset)))])
-    image = batch["image"].to(device)
+    image = normalize_batch_image(batch["image"].to(device))
     noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(cfg.seed)).to(device)
     was_training = model.training
     model.eval()
@@ -374,6 +375,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         model.train()
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch["image"] = normalize_batch_image(batch["image"])
             noise = torch.randn(cfg.batch_size, num_slots, slot_size, generator=noise_generator)
             noise = noise[lo:hi].to(device, non_blocking=True)
             lr = learning_rate(cfg, step)
