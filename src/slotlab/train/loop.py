@@ -88,6 +88,16 @@ class StepBatchSampler(Sampler[list[int]]):
         return sys.maxsize
 
 
+def worker_error_message(exc: Exception) -> str:
+    """The original one-sentence message of an error re-raised from a DataLoader worker (torch
+    wraps it in "Caught DataError in DataLoader worker process 0. Original Traceback ...")."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -302,7 +312,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
 
-    dataset = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options)
+    data_options = dict(cfg.data_options)
+    if cfg.data.startswith("cache:"):  # uint8 batches, normalised on the device
+        data_options.setdefault("as_uint8", True)
+    dataset = build_dataset(cfg.data, "train", cfg.task, **data_options)
     if cfg.batch_size > len(dataset):
         raise ConfigError(
             f"batch size {cfg.batch_size} is larger than the training set of {cfg.data!r} "
@@ -339,7 +352,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     if cfg.compile:
         forward = torch.compile(forward)
 
-    workers = default_num_workers(len(dataset)) if cfg.num_workers is None else cfg.num_workers
+    workers = cfg.num_workers
+    if workers is None:  # memory-mapped caches are fastest read in the main process
+        workers = 0 if cfg.data.startswith("cache:") else default_num_workers(len(dataset))
     lo, hi = dist_info.rank * local_batch, (dist_info.rank + 1) * local_batch
     loader = DataLoader(
         dataset,
@@ -373,7 +388,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     t_log, images_since = time.perf_counter(), 0
     try:
         model.train()
-        for batch in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except SlotlabError as exc:  # e.g. a data file that became unreadable
+                kept = list_checkpoints(run_dir)
+                raise type(exc)(
+                    f"{worker_error_message(exc)}; training stopped at step {step}, the last "
+                    f"checkpoint (step {kept[-1][0] if kept else 'none'}) is kept in {run_dir}"
+                ) from None
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             batch["image"] = normalize_batch_image(batch["image"])
             noise = torch.randn(cfg.batch_size, num_slots, slot_size, generator=noise_generator)

@@ -1,0 +1,109 @@
+"""Faults while training: non-finite loss, a data file that turns unreadable, repeated SIGKILL."""
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from slotlab.cli import main
+from slotlab.train import loop
+from slotlab.train.checkpoint import list_checkpoints, load_checkpoint
+from tests.train.helpers import write_folder, write_preset
+from tests.train.test_train import run_cli_subprocess, train_cmd, wait_for_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return write_folder(tmp_path / "data"), write_preset(tmp_path / "tiny.yaml")
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(setup, tmp_path, monkeypatch,
+                                                              capsys):
+    data, preset = setup
+    real = loop.compute_loss
+    calls = {"n": 0}
+
+    def exploding(model, batch, task, noise=None):
+        calls["n"] += 1
+        loss, out = real(model, batch, task, noise)
+        return (loss * float("nan") if calls["n"] == 5 else loss), out
+
+    monkeypatch.setattr(loop, "compute_loss", exploding)
+    run = tmp_path / "run"
+    assert main(train_cmd(data, run, preset)) == 2
+    err = capsys.readouterr().err
+    assert "the loss became non-finite (nan) at step 4" in err
+    assert "last good checkpoint (step 4)" in err and "Traceback" not in err
+    assert [s for s, _ in list_checkpoints(run)] == [2, 4]
+    state = load_checkpoint(list_checkpoints(run)[-1][1])
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_data_file_turning_unreadable(setup, tmp_path, workers):
+    data, preset = setup
+    run = tmp_path / "run"
+    args = train_cmd(data, run, preset, "--num-workers", workers)
+    args[args.index("--steps") + 1] = "1000"
+    args[args.index("--checkpoint-every") + 1] = "2"
+    args[args.index("--eval-every") + 1] = "100000"
+    args[args.index("--image-every") + 1] = "100000"
+    proc = run_cli_subprocess(args, REPO)
+    wait_for_checkpoint(run)
+    victim = data / "images" / "0003.png"
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "0003.png" in lines[0] and "training stopped at step" in lines[0]
+    kept = list_checkpoints(run)
+    assert kept and f"checkpoint (step {kept[-1][0]})" in lines[0]
+    load_checkpoint(kept[-1][1])
+
+
+def test_repeated_sigkill_resume_is_bit_identical(setup, tmp_path):
+    data, preset = setup
+    steps = "30"
+
+    def args_for(out):
+        a = train_cmd(data, out, preset, "--deterministic")
+        a[a.index("--steps") + 1] = steps
+        a[a.index("--checkpoint-every") + 1] = "3"
+        a[a.index("--eval-every") + 1] = "100000"
+        a[a.index("--image-every") + 1] = "100000"
+        return a
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert main(args_for(straight)) == 0
+    rng = random.Random(0)
+    kills = []  # newest checkpoint step after each kill
+    for _ in range(3):
+        previous = list_checkpoints(killed)[-1][0] if list_checkpoints(killed) else 0
+        proc = run_cli_subprocess(args_for(killed), REPO)
+        deadline = time.time() + 120
+        while (list_checkpoints(killed) or [(0, None)])[-1][0] <= previous:  # a new one
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))  # then kill at a random point of the next steps
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        kills.append(list_checkpoints(killed)[-1][0] if list_checkpoints(killed) else 0)
+    proc = run_cli_subprocess(args_for(killed), REPO)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    print(f"killed after checkpoints at steps {kills}")
+    a = load_checkpoint(list_checkpoints(straight)[-1][1])
+    b = load_checkpoint(list_checkpoints(killed)[-1][1])
+    assert a["step"] == b["step"] == int(steps)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in ("exp_avg", "exp_avg_sq"):
+        for i in a["optimizer"]["state"]:
+            assert torch.equal(a["optimizer"]["state"][i][key], b["optimizer"]["state"][i][key])
