@@ -150,7 +150,8 @@ def test_clear_errors(setup, tmp_path, capsys):
 def run_cli_subprocess(args, cwd):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "slotlab.cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def wait_for_checkpoint(run, minimum=1, timeout=120):
@@ -167,13 +168,14 @@ def test_killed_run_resumes(setup, tmp_path, sig):
     data, preset = setup
     run = tmp_path / "run"
     args = train_cmd(data, run, preset)
+    args[args.index("--num-workers") + 1] = "2"  # the signal also reaches the loader workers
     args[args.index("--steps") + 1] = "400"
     args[args.index("--checkpoint-every") + 1] = "5"
     args[args.index("--eval-every") + 1] = "1000"
     args[args.index("--image-every") + 1] = "1000"
     proc = run_cli_subprocess(args, Path(__file__).resolve().parents[2])
     wait_for_checkpoint(run)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)  # to the whole process group, as schedulers do
     _, err = proc.communicate(timeout=120)
     if sig == signal.SIGTERM:
         assert proc.returncode == 0, err

@@ -88,6 +88,13 @@ class StepBatchSampler(Sampler[list[int]]):
         return sys.maxsize
 
 
+def _worker_init(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM (schedulers signal the whole process group): the main
+    process finishes its step, writes a checkpoint and shuts the workers down itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
 def worker_error_message(exc: Exception) -> str:
     """The original one-sentence message of an error re-raised from a DataLoader worker (torch
     wraps it in "Caught DataError in DataLoader worker process 0. Original Traceback ...")."""
@@ -363,6 +370,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         pin_memory=device.type == "cuda",
         # its own generator: creating the iterator must not consume the global RNG (exact resume)
         generator=torch.Generator().manual_seed(cfg.seed * 7919 + step),
+        worker_init_fn=_worker_init,
     )
     log = MetricsLog(run_dir, step) if dist_info.is_main else None
     stop = {"signal": None}
