@@ -109,6 +109,8 @@ class SlotAttentionAutoEncoder(nn.Module):
         decoder_strides: tuple[int, ...] = (2, 2, 2, 2, 1),
         decoder_kernel_size: int = 5,
         epsilon: float = 1e-8,
+        implicit_differentiation: bool = False,
+        slot_init: str = "gaussian",
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -126,6 +128,7 @@ class SlotAttentionAutoEncoder(nn.Module):
             decoder_initial_size=list(decoder_initial_size),
             decoder_channels=list(decoder_channels), decoder_strides=list(decoder_strides),
             decoder_kernel_size=decoder_kernel_size, epsilon=epsilon,
+            implicit_differentiation=implicit_differentiation, slot_init=slot_init,
         )
         self.resolution = resolution
         self.num_slots = num_slots
@@ -152,6 +155,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         self.slot_attention = SlotAttention(
             num_slots=num_slots, num_iterations=num_iterations, slot_size=slot_size,
             mlp_hidden_size=mlp_hidden_size, epsilon=epsilon, input_size=slot_size,
+            implicit_differentiation=implicit_differentiation, slot_init=slot_init,
         )
         self.decoder_pos = SoftPositionEmbed(slot_size, decoder_initial_size)
         layers, c_in = [], slot_size
@@ -184,12 +188,13 @@ class SlotAttentionAutoEncoder(nn.Module):
         num_slots: int | None = None,
         slots: torch.Tensor | None = None,
         return_all_attention: bool = False,
+        num_iterations: int | None = None,
     ) -> ObjectDiscoveryOutput:
         """image [B, C, H, W] in [-1, 1]; `noise` [B, K, D] fixes the slot initialisation."""
         inputs = self.encode(image)
         sa = self.slot_attention(
             inputs, slots=slots, noise=noise, num_slots=num_slots,
-            return_all_attention=return_all_attention,
+            return_all_attention=return_all_attention, num_iterations=num_iterations,
         )
         slots, attention = sa[0], sa[1]
         recons, mask_logits = self.decode(slots)

@@ -49,6 +49,8 @@ class SlotAttentionSetPredictor(nn.Module):
         classifier_hidden_size: int = 64,
         output_size: int = 19,
         epsilon: float = 1e-8,
+        implicit_differentiation: bool = False,
+        slot_init: str = "gaussian",
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -58,7 +60,8 @@ class SlotAttentionSetPredictor(nn.Module):
             encoder_channels=list(encoder_channels), encoder_strides=list(encoder_strides),
             encoder_kernel_size=encoder_kernel_size,
             classifier_hidden_size=classifier_hidden_size, output_size=output_size,
-            epsilon=epsilon,
+            epsilon=epsilon, implicit_differentiation=implicit_differentiation,
+            slot_init=slot_init,
         )
         self.resolution = resolution
         self.num_slots = num_slots
@@ -77,6 +80,7 @@ class SlotAttentionSetPredictor(nn.Module):
         self.slot_attention = SlotAttention(
             num_slots=num_slots, num_iterations=num_iterations, slot_size=slot_size,
             mlp_hidden_size=mlp_hidden_size, epsilon=epsilon, input_size=slot_size,
+            implicit_differentiation=implicit_differentiation, slot_init=slot_init,
         )
         self.mlp_classifier = nn.Sequential(
             dense(slot_size, classifier_hidden_size), nn.ReLU(),
@@ -94,11 +98,12 @@ class SlotAttentionSetPredictor(nn.Module):
         num_slots: int | None = None,
         slots: torch.Tensor | None = None,
         return_all_attention: bool = False,
+        num_iterations: int | None = None,
     ) -> SetPredictionOutput:
         """image [B, C, H, W] in [-1, 1] -> predictions [B, K, 19]."""
         sa = self.slot_attention(
             self.encode(image), slots=slots, noise=noise, num_slots=num_slots,
-            return_all_attention=return_all_attention,
+            return_all_attention=return_all_attention, num_iterations=num_iterations,
         )
         return SetPredictionOutput(
             predictions=self.mlp_classifier(sa[0]), slots=sa[0], attention=sa[1],

@@ -15,6 +15,14 @@ Official details kept here: no bias in q/k/v; slots_mu and slots_log_sigma of sh
 Keras glorot-uniform ranges (+-sqrt(6 / (1 + D))); epsilon added after the softmax; Keras
 LayerNorm epsilon 1e-3; a GRU with the reset gate applied after the recurrent matmul (Keras
 `reset_after=True`, which is also PyTorch's `GRUCell`).
+
+Variants found since 2020, off by default (the defaults are the paper's model):
+- `implicit_differentiation=True` (Chang et al. 2022, "Object Representations as Fixed Points"):
+  the slots are detached before the last iteration, so gradients flow only through the last
+  iteration (a first-order implicit gradient); the Gaussian init then gets no gradient.
+- `slot_init="learned"` (BO-QSA, Jia et al. 2023): K learned initial slots (queries) instead of
+  Gaussian samples, trained bi-level: the slots are detached before the last iteration and the
+  queries receive the last iteration's gradient straight through (slots + q - q.detach()).
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ class SlotAttention(nn.Module):
         mlp_hidden_size: hidden width of the residual slot MLP.
         epsilon: added to the attention weights before the weighted mean.
         input_size: D_in of the inputs (defaults to slot_size).
+        implicit_differentiation: detach the slots before the last iteration (Chang et al.).
+        slot_init: "gaussian" (official: mu + sigma * noise) or "learned" (BO-QSA queries).
     """
 
     def __init__(
@@ -47,8 +57,14 @@ class SlotAttention(nn.Module):
         mlp_hidden_size: int,
         epsilon: float = 1e-8,
         input_size: int | None = None,
+        implicit_differentiation: bool = False,
+        slot_init: str = "gaussian",
     ):
         super().__init__()
+        if slot_init not in ("gaussian", "learned"):
+            raise ValueError(f"slot_init must be 'gaussian' or 'learned', got {slot_init!r}")
+        self.implicit_differentiation = implicit_differentiation
+        self.slot_init = slot_init
         self.num_slots = num_slots
         self.num_iterations = num_iterations
         self.slot_size = slot_size
@@ -62,8 +78,13 @@ class SlotAttention(nn.Module):
 
         # Keras glorot_uniform on a [1, 1, D] weight: fan_in = 1, fan_out = D.
         limit = math.sqrt(6.0 / (1 + slot_size))
-        self.slots_mu = nn.Parameter(torch.empty(1, 1, slot_size).uniform_(-limit, limit))
-        self.slots_log_sigma = nn.Parameter(torch.empty(1, 1, slot_size).uniform_(-limit, limit))
+        if slot_init == "gaussian":
+            self.slots_mu = nn.Parameter(torch.empty(1, 1, slot_size).uniform_(-limit, limit))
+            self.slots_log_sigma = nn.Parameter(
+                torch.empty(1, 1, slot_size).uniform_(-limit, limit))
+        else:  # BO-QSA: one learned query per slot, [1, K, D]
+            self.slots_queries = nn.Parameter(
+                torch.empty(1, num_slots, slot_size).uniform_(-limit, limit))
 
         self.project_q = dense(slot_size, slot_size, bias=False)
         self.project_k = dense(input_size, slot_size, bias=False)
@@ -82,7 +103,13 @@ class SlotAttention(nn.Module):
     def initial_slots(
         self, batch_size: int, num_slots: int, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """slots = mu + exp(log_sigma) * noise, noise ~ N(0, 1) of shape [B, K, D]."""
+        """slots = mu + exp(log_sigma) * noise, noise ~ N(0, 1) of shape [B, K, D]; with learned
+        initial slots, the queries [B, K, D] (noise is not used)."""
+        if self.slot_init == "learned":
+            if num_slots != self.num_slots:
+                raise ValueError(f"learned slot initialisation has {self.num_slots} slots; "
+                                 f"{num_slots} were asked for")
+            return self.slots_queries.expand(batch_size, -1, -1)
         if noise is None:
             noise = torch.randn(
                 batch_size, num_slots, self.slot_size,
@@ -102,6 +129,7 @@ class SlotAttention(nn.Module):
         noise: torch.Tensor | None = None,
         num_slots: int | None = None,
         return_all_attention: bool = False,
+        num_iterations: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Run T iterations of slot attention.
 
@@ -109,7 +137,8 @@ class SlotAttention(nn.Module):
             inputs: [B, N, D_in] input features.
             slots: optional initial slots [B, K, D] (then `noise` is ignored).
             noise: optional standard-normal slot-initialisation noise [B, K, D].
-            num_slots: override of K for this call.
+            num_slots: override of K for this call (Gaussian initialisation only).
+            num_iterations: override of T for this call.
             return_all_attention: also return the attention map of every iteration.
 
         Returns:
@@ -119,7 +148,11 @@ class SlotAttention(nn.Module):
         b = inputs.shape[0]
         if slots is None:
             k_slots = num_slots or (noise.shape[1] if noise is not None else self.num_slots)
+            if self.slot_init == "learned" and num_slots is None:
+                k_slots = self.num_slots  # noise (if any) is ignored
             slots = self.initial_slots(b, k_slots, noise)
+        init = slots
+        iterations = self.num_iterations if num_iterations is None else num_iterations
 
         inputs = self.norm_inputs(inputs)
         k = self.project_k(inputs)  # [B, N, D]
@@ -127,7 +160,12 @@ class SlotAttention(nn.Module):
         scale = self.slot_size**-0.5
 
         attentions = []
-        for _ in range(self.num_iterations):
+        for t in range(iterations):
+            if t == iterations - 1 and t > 0:
+                if self.slot_init == "learned":  # BO-QSA: straight-through to the queries
+                    slots = slots.detach() + init - init.detach()
+                elif self.implicit_differentiation:
+                    slots = slots.detach()
             slots, attn = self.step(slots, k, v, scale)
             attentions.append(attn)
         if return_all_attention:

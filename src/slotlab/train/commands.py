@@ -43,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-slots", type=int)
     p.add_argument("--num-iterations", type=int)
     p.add_argument("--resolution", type=_resolution, help="model and data resolution, e.g. 64")
-    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
+    p.add_argument("--implicit-diff", action="store_true", default=None,
+                   help="implicit differentiation: detach slots before the last iteration")
+    p.add_argument("--slot-init", choices=["gaussian", "learned"],
+                   help="slot initialisation: gaussian (official) or learned (BO-QSA)")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-num", type=int)
     p.add_argument("--image-every", type=int)
@@ -61,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--seed", type=int, default=0, help="slot-noise seed")
     e.add_argument("--device", default="auto")
+    e.add_argument("--num-slots", type=int, help="evaluate with another number of slots")
+    e.add_argument("--num-iterations", type=int, help="evaluate with another number of iterations")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=run_eval)
 
@@ -83,9 +89,11 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"preset {preset!r} is for {base['task']}, not {task}")
     model = dict(base.get("model") or {})
     data_options = dict(base.get("data_options") or {})
-    for key in ("num_slots", "num_iterations"):
+    for key in ("num_slots", "num_iterations", "slot_init"):
         if getattr(args, key) is not None:
             model[key] = getattr(args, key)
+    if args.implicit_diff:
+        model["implicit_differentiation"] = True
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
@@ -121,7 +129,8 @@ def run_eval(args: argparse.Namespace) -> int:
     options.setdefault("resolution", list(model.resolution))
     dataset = build_dataset(spec, args.split, info["task"], **options)
     metrics = evaluate(model, dataset, info["task"], num=args.num, batch_size=args.batch_size,
-                       seed=args.seed, device=device)
+                       seed=args.seed, device=device, num_slots=args.num_slots,
+                       num_iterations=args.num_iterations)
     result = {"path": str(args.path), "task": info["task"], "data": spec, "split": args.split,
               "step": info["step"], **metrics}
     out = Path(args.path) / "eval.json"

@@ -20,10 +20,11 @@ from slotlab.data.preprocess import normalize_batch_image
 from slotlab.metrics import average_precision_all, segmentation_metrics
 
 
-def slot_noise(model: nn.Module, batch: int, generator: torch.Generator) -> torch.Tensor:
+def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
+               num_slots: int | None = None) -> torch.Tensor:
     """Standard-normal slot-initialisation noise [B, K, D] drawn from `generator` (on CPU)."""
     sa = model.slot_attention
-    return torch.randn(batch, sa.num_slots, sa.slot_size, generator=generator)
+    return torch.randn(batch, num_slots or sa.num_slots, sa.slot_size, generator=generator)
 
 
 @torch.no_grad()
@@ -36,8 +37,13 @@ def evaluate(
     seed: int = 0,
     device: str | torch.device = "cpu",
     bf16: bool = False,
+    num_slots: int | None = None,
+    num_iterations: int | None = None,
 ) -> dict[str, Any]:
-    """Metrics of `model` on the first `num` examples of `dataset` (all when None)."""
+    """Metrics of `model` on the first `num` examples of `dataset` (all when None).
+
+    `num_slots` / `num_iterations` evaluate with another K / T than the model was trained with.
+    """
     was_training = model.training
     model.eval()
     n = len(dataset) if num is None else min(num, len(dataset))
@@ -49,9 +55,9 @@ def evaluate(
     predictions, targets = [], []
     for batch in loader:
         image = normalize_batch_image(batch["image"].to(device))
-        noise = slot_noise(model, image.shape[0], generator).to(device)
+        noise = slot_noise(model, image.shape[0], generator, num_slots).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(image, noise=noise)
+            out = model(image, noise=noise, num_iterations=num_iterations)
         if task == "object_discovery":
             mse = ((out.recon_combined.float() - image) ** 2).mean(dim=(1, 2, 3))
             values = {"mse": mse}
@@ -69,6 +75,9 @@ def evaluate(
             targets.append(batch["target"].float())
     model.train(was_training)
     result: dict[str, Any] = {"num_images": n, "seed": seed}
+    if num_slots or num_iterations:
+        result.update(num_slots=num_slots or model.slot_attention.num_slots,
+                      num_iterations=num_iterations or model.slot_attention.num_iterations)
     if task == "object_discovery":
         for key, total in sums.items():
             result[key] = total / counts[key] if counts[key] else math.nan
