@@ -192,3 +192,16 @@ def test_killed_run_resumes(setup, tmp_path, sig):
     assert proc.returncode == 0, err
     assert f"resuming {run} from step {steps[-1]}" in err
     assert list_checkpoints(run)[-1][0] == steps[-1] + 3
+
+
+def test_time_budget_finishes_the_run(setup, tmp_path):
+    data, preset = setup
+    run = tmp_path / "run"
+    args = train_cmd(data, run, preset, "--max-minutes", "0.0001")
+    args[args.index("--steps") + 1] = "100000"
+    assert main(args) == 0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    last_step = max(r["step"] for r in records)
+    assert last_step < 100000 and (run / "model" / "config.json").is_file()
+    assert records[-1]["train_minutes"] >= 0.0001 and "images_seen" in records[-1]
+    assert list_checkpoints(run)[-1][0] == last_step

@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--deterministic", action="store_true", default=None)
+    p.add_argument("--max-minutes", type=float,
+                   help="training wall-clock budget (evaluation time not counted)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train)
 
@@ -98,7 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
               "seed", "device", "bf16", "compile", "num_workers", "grad_clip", "eval_every",
-              "eval_num", "image_every", "checkpoint_every", "log_every", "deterministic")
+              "eval_num", "image_every", "checkpoint_every", "log_every", "deterministic",
+              "max_minutes")
     cfg = make_config(preset, task=task, model=model, data_options=data_options,
                       **{k: getattr(args, k) for k in fields})
     result = train(cfg, run_dir, progress=not args.no_progress)

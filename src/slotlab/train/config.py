@@ -48,6 +48,7 @@ class TrainConfig:
     checkpoint_every: int = 1_000
     keep_checkpoints: int = 3
     deterministic: bool = False
+    max_minutes: float | None = None  # stop (and finish the run) after this much training time
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -336,7 +336,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     noise_generator = torch.Generator().manual_seed(cfg.seed + 1)
     num_slots, slot_size = model.slot_attention.num_slots, model.slot_attention.slot_size
 
-    step = 0
+    step, train_seconds = 0, 0.0
     latest = latest_checkpoint(run_dir)
     if latest is not None:
         step, state = latest
@@ -344,6 +344,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         noise_generator.set_state(state["noise_generator"])
+        train_seconds = float(state.get("train_seconds", 0.0))
         if dist_info.is_main:
             print(f"resuming {run_dir} from step {step}", file=sys.stderr)
     if step >= cfg.steps:
@@ -385,6 +386,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             save_checkpoint(run_dir, step, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "rng": rng_state(), "noise_generator": noise_generator.get_state(),
+                "train_seconds": train_seconds,
                 "config": cfg.to_dict(),
             }, keep=cfg.keep_checkpoints)
 
@@ -394,10 +396,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                dynamic_ncols=True, desc=f"train {cfg.task}")
     last: dict[str, Any] = {}
     t_log, images_since = time.perf_counter(), 0
+    finished = False
     try:
         model.train()
         batches = iter(loader)
         while True:
+            t_step = time.perf_counter()
             try:
                 batch = next(batches)
             except SlotlabError as exc:  # e.g. a data file that became unreadable
@@ -430,27 +434,35 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             step += 1
             images_since += cfg.batch_size
             bar.update(1)
+            train_seconds += time.perf_counter() - t_step  # data + step, not evaluation
             stopping = _all_true(stop["signal"] is not None, dist_info, device)
+            out_of_time = _all_true(
+                cfg.max_minutes is not None and train_seconds >= 60 * cfg.max_minutes,
+                dist_info, device)
+            finished = step >= cfg.steps or out_of_time
+            minutes = round(train_seconds / 60, 4)
 
             if dist_info.is_main:
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                if step % cfg.log_every == 0 or finished:
                     now = time.perf_counter()
                     ips = images_since / max(now - t_log, 1e-9)
                     t_log, images_since = now, 0
-                    record = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": ips}
+                    record = {"step": step, "loss": loss.item(), "lr": lr, "images_per_s": ips,
+                              "train_minutes": minutes}
                     log.log(record, "train")
                     bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}",
                                     img_s=f"{ips:.1f}")
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                if step % cfg.checkpoint_every == 0 or finished or stopping:
                     checkpoint()
-                if step % cfg.eval_every == 0 or step == cfg.steps:
+                if step % cfg.eval_every == 0 or finished:
                     last = evaluate(model, eval_set, cfg.task, num=cfg.eval_num,
                                     batch_size=min(cfg.batch_size, 64), seed=cfg.seed,
                                     device=device)
-                    log.log({"step": step, "split": eval_split, **last}, "eval")
+                    log.log({"step": step, "split": eval_split, "train_minutes": minutes,
+                             "images_seen": step * cfg.batch_size, **last}, "eval")
                     bar.write(f"step {step} eval ({eval_split}): " + ", ".join(
                         f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
-                if step % cfg.image_every == 0 or step == cfg.steps:
+                if step % cfg.image_every == 0 or finished:
                     save_pictures(model, eval_set, cfg,
                                   run_dir / "images" / f"step_{step:08d}.png", device)
             if stopping:
@@ -458,14 +470,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                     bar.write(f"received SIGTERM: checkpoint written at step {step}, exiting",
                               file=sys.stderr)
                 break
-            if step >= cfg.steps:
+            if finished:
                 break
     finally:
         bar.close()
         if log is not None:
             log.close()
         signal.signal(signal.SIGTERM, previous_handler)
-    if step >= cfg.steps and dist_info.is_main:
+    if finished and dist_info.is_main:
         save_pretrained(model, run_dir / MODEL_DIR, step=step, data=cfg.data)
     if dist_info.enabled:
         torch.distributed.barrier()
