@@ -1,0 +1,134 @@
+"""Learning curves under a wall-clock budget: metric vs training minutes, per variant and seed.
+
+Trains a preset for `--minutes` of training time (evaluation not counted) per seed and variant,
+evaluating every `--eval-every` steps on the preset's fixed held-out split (FG-ARI for object
+discovery, AP for set prediction), then prints a table (minutes, steps, images seen, metric as
+mean ± std over seeds and the worst seed) and writes a PNG plot.
+
+    python benchmarks/learning_curve.py --preset quickstart --minutes 10 --seeds 0 1 2 \
+        --variants baseline implicit learned --out runs/curves
+
+Variants: baseline (the paper's model), implicit (implicit differentiation), learned (BO-QSA
+learned slot initialisation), clip (gradient-norm clipping at 0.05, as Invariant Slot Attention).
+Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+VARIANTS = {
+    "baseline": {},
+    "implicit": {"model": {"implicit_differentiation": True}},
+    "learned": {"model": {"slot_init": "learned"}},
+    "clip": {"grad_clip": 0.05},
+}
+
+
+def run_one(preset: str, variant: str, seed: int, minutes: float, eval_every: int, out: Path,
+            extra: dict) -> list[dict]:
+    from slotlab.train.config import load_preset, make_config
+    from slotlab.train.loop import train
+
+    base = load_preset(preset)
+    model = {**(base.get("model") or {}), **VARIANTS[variant].get("model", {})}
+    overrides = {k: v for k, v in VARIANTS[variant].items() if k != "model"}
+    cfg = make_config(preset, model=model, seed=seed, steps=10**9, max_minutes=minutes,
+                      eval_every=eval_every, image_every=10**9, checkpoint_every=eval_every,
+                      **overrides, **extra)
+    run_dir = out / variant / f"seed{seed}"
+    train(cfg, run_dir, progress=False)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "split" in r]
+
+
+def metric_name(records: list[dict]) -> str:
+    return "fg_ari" if "fg_ari" in records[0] else "ap_inf"
+
+
+def table(results: dict[str, dict[int, list[dict]]], metrics: list[str]) -> str:
+    rows = ["| variant | step | minutes | images | " + " | ".join(
+        f"{m} mean ± std (min)" for m in metrics) + " |",
+        "|---|---|---|---|" + "---|" * len(metrics)]
+    for variant, by_seed in results.items():
+        steps = sorted(set.intersection(*(set(r["step"] for r in recs)
+                                          for recs in by_seed.values())))
+        rows_at = [(str(s), [next(r for r in recs if r["step"] == s)
+                             for recs in by_seed.values()]) for s in steps]
+        finals = [recs[-1] for recs in by_seed.values()]  # where each seed's budget ran out
+        if not steps or any(r["step"] != steps[-1] for r in finals):
+            rows_at.append(("end (" + "/".join(str(r["step"]) for r in finals) + ")", finals))
+        for label, at in rows_at:
+            minutes = statistics.mean(r["train_minutes"] for r in at)
+            cells = []
+            for m in metrics:
+                values = [r[m] for r in at if not math.isnan(r[m])]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f} ({min(values):.3f})"
+                             if values else "nan")
+            images = round(statistics.mean(r["images_seen"] for r in at))
+            rows.append(f"| {variant} | {label} | {minutes:.1f} | {images} | "
+                        + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def plot(results: dict[str, dict[int, list[dict]]], metric: str, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib missing: no plot)", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (variant, by_seed) in enumerate(results.items()):
+        for j, recs in enumerate(by_seed.values()):
+            ax.plot([r["train_minutes"] for r in recs], [r[metric] for r in recs],
+                    color=f"C{i}", alpha=0.8, label=variant if j == 0 else None)
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="quickstart")
+    parser.add_argument("--data", help="data spec (default: the preset's)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["baseline"], choices=list(VARIANTS))
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
+    args = parser.parse_args()
+    extra = {"data": args.data} if args.data else {}
+
+    results: dict[str, dict[int, list[dict]]] = {}
+    for variant in args.variants:
+        results[variant] = {}
+        for seed in args.seeds:
+            print(f"== {variant}, seed {seed}, {args.minutes} min", file=sys.stderr)
+            results[variant][seed] = run_one(args.preset, variant, seed, args.minutes,
+                                              args.eval_every, args.out, extra)
+    first = next(iter(next(iter(results.values())).values()))
+    metric = metric_name(first)
+    metrics = [metric, "ap_1"] if metric == "ap_inf" else [metric, "mbo"]
+    print(f"\npreset {args.preset}, budget {args.minutes} min per run, seeds {args.seeds}\n")
+    print(table(results, metrics))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, metric, args.out / f"learning_curve_{args.preset}.png")
+
+
+if __name__ == "__main__":
+    main()
