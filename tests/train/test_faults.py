@@ -70,7 +70,7 @@ def test_data_file_turning_unreadable(setup, tmp_path, workers):
 
 def test_repeated_sigkill_resume_is_bit_identical(setup, tmp_path):
     data, preset = setup
-    steps = "30"
+    steps = "240"  # long enough that every kill lands before the end, even on a fast machine
 
     def args_for(out):
         a = train_cmd(data, out, preset, "--deterministic")
@@ -86,12 +86,13 @@ def test_repeated_sigkill_resume_is_bit_identical(setup, tmp_path):
     kills = []  # newest checkpoint step after each kill
     for _ in range(3):
         previous = list_checkpoints(killed)[-1][0] if list_checkpoints(killed) else 0
+        assert previous < int(steps), f"the kills came too late: {kills}"
         proc = run_cli_subprocess(args_for(killed), REPO)
         deadline = time.time() + 120
         while (list_checkpoints(killed) or [(0, None)])[-1][0] <= previous:  # a new one
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.5))  # then kill at a random point of the next steps
+        time.sleep(rng.uniform(0.0, 0.2))  # then kill at a random point of the next steps
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
         kills.append(list_checkpoints(killed)[-1][0] if list_checkpoints(killed) else 0)
@@ -99,6 +100,7 @@ def test_repeated_sigkill_resume_is_bit_identical(setup, tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     print(f"killed after checkpoints at steps {kills}")
+    assert kills == sorted(kills) and kills[-1] < int(steps), kills
     a = load_checkpoint(list_checkpoints(straight)[-1][1])
     b = load_checkpoint(list_checkpoints(killed)[-1][1])
     assert a["step"] == b["step"] == int(steps)

@@ -397,6 +397,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     last: dict[str, Any] = {}
     t_log, images_since = time.perf_counter(), 0
     finished = False
+    batches = None
     try:
         model.train()
         batches = iter(loader)
@@ -473,6 +474,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             if finished:
                 break
     finally:
+        # shut the loader workers down now, not at interpreter exit (where it can hang when the
+        # error came from a worker): the traceback keeps this frame, and so the iterator, alive
+        if batches is not None and hasattr(batches, "_shutdown_workers"):
+            batches._shutdown_workers()
+        batches = None
         bar.close()
         if log is not None:
             log.close()
