@@ -109,3 +109,32 @@ def test_repeated_sigkill_resume_is_bit_identical(setup, tmp_path):
     for key in ("exp_avg", "exp_avg_sq"):
         for i in a["optimizer"]["state"]:
             assert torch.equal(a["optimizer"]["state"][i][key], b["optimizer"]["state"][i][key])
+
+
+def test_full_disk_while_checkpointing_stops_and_keeps_last_checkpoint(setup, tmp_path,
+                                                                       monkeypatch, capsys):
+    """The disk fills up when the second checkpoint is written: one clear sentence, exit 2, the
+    first checkpoint intact and loadable, no temporary file left behind; rerunning resumes."""
+    data, preset = setup
+    real_save, calls = torch.save, {"n": 0}
+
+    def filling_disk(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            f.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", filling_disk)
+    run = tmp_path / "run"
+    assert main(train_cmd(data, run, preset)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "No space left on device" in err and "previous checkpoint is kept" in err, err
+    assert [s for s, _ in list_checkpoints(run)] == [2]
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    assert load_checkpoint(list_checkpoints(run)[-1][1])["step"] == 2
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the same command resumes
+    assert main(train_cmd(data, run, preset)) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert [s for s, _ in list_checkpoints(run)][-1] == 6
