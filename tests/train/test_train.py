@@ -205,3 +205,22 @@ def test_time_budget_finishes_the_run(setup, tmp_path):
     assert last_step < 100000 and (run / "model" / "config.json").is_file()
     assert records[-1]["train_minutes"] >= 0.0001 and "images_seen" in records[-1]
     assert list_checkpoints(run)[-1][0] == last_step
+
+
+def test_channels_last_training_follows_plain_training(setup, tmp_path):
+    """`--channels-last` changes only the memory layout: the run follows the plain one up to
+    float round-off (compared, as in the DDP test, against how far the parameters moved)."""
+    import yaml
+
+    data, preset = setup
+    plain, fast = tmp_path / "plain", tmp_path / "fast"
+    assert main(train_cmd(data, plain, preset, "--no-channels-last")) == 0
+    assert main(train_cmd(data, fast, preset, "--channels-last")) == 0
+    assert yaml.safe_load((fast / "config.yaml").read_text())["channels_last"] is True
+    assert yaml.safe_load((plain / "config.yaml").read_text())["channels_last"] is False
+    a, b = final_params(plain), final_params(fast)
+    first = load_checkpoint(list_checkpoints(plain)[0][1])["model"]
+    diff = torch.cat([(a[k] - b[k]).flatten() for k in a])
+    moved = torch.cat([(a[k] - first[k]).flatten() for k in a])
+    assert moved.norm() > 1e-4
+    assert diff.norm() <= 1e-2 * moved.norm(), (diff.norm(), moved.norm())

@@ -74,6 +74,17 @@ def encode(
     return mlp(norm(x))
 
 
+def combine_slots(
+    recons: torch.Tensor, mask_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """masks = softmax over slots of the mask logits [B, K, 1, H, W]; recon_combined =
+    sum_k recons * masks [B, C, H, W]. In float32 also under bf16 autocast (the loss compares the
+    combination with the image); `torch.compile` fuses the softmax and the weighted sum."""
+    recons, mask_logits = recons.float(), mask_logits.float()
+    masks = mask_logits.softmax(dim=1)  # over slots
+    return recons, masks, (recons * masks).sum(dim=1)
+
+
 class SlotAttentionAutoEncoder(nn.Module):
     """Slot Attention autoencoder for object discovery.
 
@@ -198,8 +209,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         )
         slots, attention = sa[0], sa[1]
         recons, mask_logits = self.decode(slots)
-        masks = mask_logits.softmax(dim=1)  # over slots
-        recon_combined = (recons * masks).sum(dim=1)
+        recons, masks, recon_combined = combine_slots(recons, mask_logits)
         return ObjectDiscoveryOutput(
             recon_combined=recon_combined, recons=recons, masks=masks, slots=slots,
             attention=attention, attention_per_iteration=sa[2] if return_all_attention else None,

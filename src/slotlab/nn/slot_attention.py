@@ -178,11 +178,15 @@ class SlotAttention(nn.Module):
         """One iteration: slots [B, K, D], k and v [B, N, D] -> new slots, attention [B, K, N]."""
         slots_prev = slots
         q = self.project_q(self.norm_slots(slots)) * scale  # [B, K, D]
-        logits = torch.einsum("bnd,bkd->bnk", k, q)  # [B, N, K]
-        attn = logits.softmax(dim=-1)  # softmax over slots
-        weights = attn + self.epsilon
-        weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
-        updates = torch.einsum("bnk,bnd->bkd", weights, v)  # [B, K, D]
+        # The attention itself (logits, softmax over slots, +epsilon, weighted mean) always runs
+        # in float32, also under bf16 autocast: an epsilon of 1e-8 does not exist in bf16, and
+        # it costs O(N K D), nothing next to the convolutions. (No-op casts in float32.)
+        with torch.autocast(k.device.type, enabled=False):
+            logits = torch.einsum("bnd,bkd->bnk", k.float(), q.float())  # [B, N, K]
+            attn = logits.softmax(dim=-1)  # softmax over slots
+            weights = attn + self.epsilon
+            weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
+            updates = torch.einsum("bnk,bnd->bkd", weights, v.float())  # [B, K, D]
         d = self.slot_size
         slots = self.gru(updates.reshape(-1, d), slots_prev.reshape(-1, d)).reshape(slots.shape)
         slots = slots + self.mlp(self.norm_mlp(slots))

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CUDA, off on the CPU)")
     p.add_argument("--num-workers", type=int)
     p.add_argument("--num-slots", type=int)
     p.add_argument("--num-iterations", type=int)
@@ -99,9 +101,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
-              "seed", "device", "bf16", "compile", "num_workers", "grad_clip", "eval_every",
-              "eval_num", "image_every", "checkpoint_every", "log_every", "deterministic",
-              "max_minutes")
+              "seed", "device", "bf16", "compile", "channels_last", "num_workers", "grad_clip",
+              "eval_every", "eval_num", "image_every", "checkpoint_every", "log_every",
+              "deterministic", "max_minutes")
     cfg = make_config(preset, task=task, model=model, data_options=data_options,
                       **{k: getattr(args, k) for k in fields})
     result = train(cfg, run_dir, progress=not args.no_progress)

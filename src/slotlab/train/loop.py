@@ -332,6 +332,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         model = build_model(cfg.task, **cfg.model).to(device)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid model settings {cfg.model}: {exc}") from None
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-8)
     noise_generator = torch.Generator().manual_seed(cfg.seed + 1)
     num_slots, slot_size = model.slot_attention.num_slots, model.slot_attention.slot_size
@@ -412,7 +415,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                     f"checkpoint (step {kept[-1][0] if kept else 'none'}) is kept in {run_dir}"
                 ) from None
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            batch["image"] = normalize_batch_image(batch["image"])
+            batch["image"] = normalize_batch_image(batch["image"]).contiguous(
+                memory_format=memory_format)
             noise = torch.randn(cfg.batch_size, num_slots, slot_size, generator=noise_generator)
             noise = noise[lo:hi].to(device, non_blocking=True)
             lr = learning_rate(cfg, step)

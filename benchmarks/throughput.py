@@ -1,0 +1,287 @@
+"""Training and inference throughput of the slotlab models, against the machine's matmul peak.
+
+    python benchmarks/throughput.py                     # everything this machine can run
+    python benchmarks/throughput.py --device cuda --json results.json
+    python benchmarks/throughput.py --configs od-official --modes fp32 bf16 --steps 5
+
+For each model config and arithmetic mode it measures, in a fresh subprocess (clean peak memory,
+no compile cache shared between rows):
+- train images/s: one full official step per batch (forward, loss, backward, Adam), synthetic
+  inputs already on the device (the data pipeline is measured by `loader_throughput.py`);
+- inference images/s: forward only, under `torch.inference_mode`;
+- peak memory of the training step (CUDA: `max_memory_allocated`; CPU: the process's peak RSS);
+- FLOPs per image of the training step and of the forward, counted by
+  `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, 2 per multiply-add);
+- achieved TFLOP/s and utilisation of the GEMM peak measured in the same run (the best of a
+  large square matmul and a 1x1 convolution over 1024 channels, in float32, TF32 on CUDA, and
+  bfloat16).
+
+Configs: `od-official` (object discovery, 128x128, K=7, batch 64 on CUDA, 8 on the CPU),
+`sp-official` (set prediction, batch 512 on CUDA, 32 on the CPU), and the CPU presets
+(`quickstart`, `cpu-sprites`, `cpu-clevr`, `cpu-setpred`) at their own batch sizes.
+Modes: `fp32`, `fp32-cl` (channels_last), `tf32` (CUDA), `bf16` (autocast; the attention and
+the mask combination stay in float32), `bf16-cl` (+ channels_last), `bf16-cl-compile`
+(+ torch.compile of the model; the Hungarian matching stays outside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+CONFIGS = ["od-official", "sp-official", "quickstart", "cpu-sprites", "cpu-clevr", "cpu-setpred"]
+MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-compile"]
+
+
+def model_config(name: str, device: str) -> tuple[str, dict, int]:
+    """(task, model kwargs, batch size) of a benchmark config on `device`."""
+    from slotlab.train.config import load_preset
+
+    if name == "od-official":
+        return "object_discovery", {}, 64 if device == "cuda" else 8
+    if name == "sp-official":
+        return "set_prediction", {}, 512 if device == "cuda" else 32
+    preset = load_preset(name)
+    return preset["task"], preset.get("model") or {}, int(preset["batch_size"])
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, tf32: bool = False) -> float:
+    """TFLOP/s of the machine's fastest large GEMM in `dtype`: the best of a square matmul
+    (cuBLAS / the CPU BLAS) and a 1x1 convolution over 1024 channels (cuDNN / oneDNN). On AMD
+    CPUs the BLAS behind `torch.matmul` may not use AVX-512 while oneDNN does, so a matmul
+    alone can understate the peak that the model's convolutions reach."""
+    import torch.nn.functional as F
+
+    cuda = device.type == "cuda"
+    n = 8192 if cuda else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    batch, side = (64, 64) if cuda else (16, 32)
+    x = torch.randn(batch, 1024, side, side, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(1024, 1024, 1, 1, device=device, dtype=dtype)
+    w = w.contiguous(memory_format=torch.channels_last)
+    gemms = [(lambda: a @ b, 2 * n**3), (lambda: F.conv2d(x, w), 2 * batch * side**2 * 1024**2)]
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    best_rate = 0.0
+    try:
+        for fn, flops in gemms:
+            reps = 20 if cuda else 3
+            for _ in range(3):
+                fn()  # warm-up
+                sync(device)
+                t = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                sync(device)
+                best_rate = max(best_rate, flops * reps / (time.perf_counter() - t) / 1e12)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    return best_rate
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_batch(task: str, model, batch: int, device: torch.device, channels_last: bool):
+    h, w = model.config["resolution"]
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(batch, 3, h, w, generator=g) * 2 - 1).to(device)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    out = {"image": image}
+    if task == "set_prediction":
+        target = torch.rand(batch, 10, 19, generator=g)
+        target[:, :, -1] = (torch.rand(batch, 10, generator=g) < 0.6).float()
+        out["target"] = target.to(device)
+    return out
+
+
+def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: int) -> dict:
+    """Build the model of `config`, run `mode`, return the row."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from slotlab.models import build_model
+    from slotlab.train.loop import compute_loss
+
+    device = torch.device(device_name)
+    task, kwargs, batch_size = model_config(config, device.type)
+    torch.manual_seed(0)
+    model = build_model(task, **kwargs).to(device)
+    channels_last = "-cl" in mode
+    bf16 = mode.startswith("bf16")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if mode.endswith("compile") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    data = synthetic_batch(task, model, batch_size, device, channels_last)
+    k, d = model.slot_attention.num_slots, model.slot_attention.slot_size
+    noise = torch.randn(batch_size, k, d, device=device)
+
+    def train_step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = compute_loss(forward, data, task, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                    enabled=bf16):
+            forward(data["image"], noise=noise)
+
+    # FLOPs of the plain model (compile would hide the ops from the counter)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, _ = compute_loss(model, data, task, noise)
+        loss.backward()
+    train_flops = counter.get_total_flops() / batch_size
+    optimizer.zero_grad(set_to_none=True)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(data["image"], noise=noise)
+    infer_flops = counter.get_total_flops() / batch_size
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        train_step()
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    sync(device)
+    train_ips = steps * batch_size / (time.perf_counter() - t)
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    for _ in range(max(1, warmup)):
+        infer()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        infer()
+    sync(device)
+    infer_ips = steps * batch_size / (time.perf_counter() - t)
+    return {
+        "config": config, "task": task, "mode": mode, "device": device.type,
+        "batch_size": batch_size, "train_img_s": train_ips, "infer_img_s": infer_ips,
+        "peak_mem_mib": peak_mib, "train_gflop_per_img": train_flops / 1e9,
+        "infer_gflop_per_img": infer_flops / 1e9,
+        "train_tflop_s": train_ips * train_flops / 1e12, "warmup_s": warmup_s,
+    }
+
+
+def describe_machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
+    head = ("| config | mode | batch | train img/s | infer img/s | peak MiB | train GFLOP/img "
+            "| train TFLOP/s | % of peak |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['config']} | {r['mode']} | | failed: {r['error']} | | | | | |")
+            continue
+        peak = peaks[r["mode"].split("-")[0]]  # the arithmetic: fp32, tf32 or bf16
+        lines.append(
+            f"| {r['config']} | {r['mode']} | {r['batch_size']} | {r['train_img_s']:.1f} "
+            f"| {r['infer_img_s']:.1f} | {r['peak_mem_mib']:.0f} | {r['train_gflop_per_img']:.2f} "
+            f"| {r['train_tflop_s']:.3f} | {100 * r['train_tflop_s'] / peak:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS)
+    parser.add_argument("--modes", nargs="+", choices=MODES)
+    parser.add_argument("--steps", type=int, help="timed steps per row (default 20 CUDA, 3 CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 5 CUDA, 1 CPU)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = device == "cuda"
+    steps = args.steps or (20 if cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+
+    if args.one:  # child process: one row, as JSON on the last line of stdout
+        print(json.dumps(measure_one(args.one[0], args.one[1], device, steps, warmup)))
+        return
+
+    configs = args.configs or (CONFIGS if cuda else
+                               ["od-official", "quickstart", "cpu-sprites", "cpu-setpred"])
+    if args.modes:
+        modes = args.modes
+    elif cuda:
+        modes = ["fp32", "tf32", "bf16", "bf16-cl", "bf16-cl-compile"]
+    else:
+        modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if cpu_has_bf16() else [])
+    dev = torch.device(device)
+    peaks = {"fp32": matmul_peak(dev, torch.float32), "bf16": matmul_peak(dev, torch.bfloat16)}
+    peaks["tf32"] = matmul_peak(dev, torch.float32, tf32=True) if cuda else peaks["fp32"]
+    machine = describe_machine(dev)
+    print(f"{machine}; matmul peak TFLOP/s: fp32 {peaks['fp32']:.3f}, tf32 {peaks['tf32']:.3f}, "
+          f"bf16 {peaks['bf16']:.3f}" + ("" if cuda else f"; CPU bf16 support: {cpu_has_bf16()}"),
+          flush=True)
+    rows = []
+    for config in configs:
+        for mode in modes:
+            cmd = [sys.executable, __file__, "--device", device, "--steps", str(steps),
+                   "--warmup", str(warmup), "--one", config, mode]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode == 0:
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:
+                last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                row = {"config": config, "mode": mode, "error": last[:120]}
+            rows.append(row)
+            print(format_table([row], peaks).splitlines()[-1], flush=True)
+    print()
+    print(f"{machine}; {steps} timed steps after {warmup} warm-up per row")
+    print(format_table(rows, peaks))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "peaks_tflop_s": peaks,
+                                         "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
