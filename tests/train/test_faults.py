@@ -23,8 +23,12 @@ def setup(tmp_path):
     return write_folder(tmp_path / "data"), write_preset(tmp_path / "tiny.yaml")
 
 
+@pytest.mark.parametrize("log_every, when", [("1", "at step 4"),
+                                             ("3", "between steps 4 and 5")])
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(setup, tmp_path, monkeypatch,
-                                                              capsys):
+                                                              capsys, log_every, when):
+    """The loss is checked (one host sync) only where a step is logged, evaluated or
+    checkpointed; a NaN in between is still caught before anything is saved after it."""
     data, preset = setup
     real = loop.compute_loss
     calls = {"n": 0}
@@ -36,9 +40,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(setup, tmp_path, m
 
     monkeypatch.setattr(loop, "compute_loss", exploding)
     run = tmp_path / "run"
-    assert main(train_cmd(data, run, preset)) == 2
+    args = train_cmd(data, run, preset)
+    args[args.index("--log-every") + 1] = log_every
+    assert main(args) == 2
     err = capsys.readouterr().err
-    assert "the loss became non-finite (nan) at step 4" in err
+    assert f"the loss became non-finite (nan) {when}" in err, err
     assert "last good checkpoint (step 4)" in err and "Traceback" not in err
     assert [s for s, _ in list_checkpoints(run)] == [2, 4]
     state = load_checkpoint(list_checkpoints(run)[-1][1])

@@ -285,13 +285,13 @@ def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return dist_info, device
 
 
-def _all_true(flag: bool, dist_info: Distributed, device: torch.device) -> bool:
-    """`flag` on every rank (logical OR over ranks)."""
+def _any_rank(flags: list[bool], dist_info: Distributed, device: torch.device) -> list[bool]:
+    """Each flag OR-ed over the ranks, in one all-reduce (no communication without torchrun)."""
     if not dist_info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     torch.distributed.all_reduce(t)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -401,6 +401,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     t_log, images_since = time.perf_counter(), 0
     finished = False
     batches = None
+    bad: torch.Tensor | None = None  # any non-finite loss since the last check (on the device)
+    checked = step  # the step of the last finiteness check
     try:
         model.train()
         batches = iter(loader)
@@ -424,13 +426,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, _ = compute_loss(forward, batch, cfg.task, noise)
-            if _all_true(not torch.isfinite(loss).item(), dist_info, device):
-                kept = list_checkpoints(run_dir)
-                raise TrainingStopped(
-                    f"the loss became non-finite ({loss.item()}) at step {step}; training "
-                    f"stopped, the last good checkpoint (step {kept[-1][0] if kept else 'none'}) "
-                    f"is kept in {run_dir}"
-                )
+            # no host sync per step: the finiteness of the loss is accumulated on the device
+            # and read only where the step is logged, evaluated or checkpointed (below)
+            bad = ~torch.isfinite(loss.detach()) if bad is None else bad | ~torch.isfinite(
+                loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -440,11 +439,27 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             images_since += cfg.batch_size
             bar.update(1)
             train_seconds += time.perf_counter() - t_step  # data + step, not evaluation
-            stopping = _all_true(stop["signal"] is not None, dist_info, device)
-            out_of_time = _all_true(
-                cfg.max_minutes is not None and train_seconds >= 60 * cfg.max_minutes,
+            stopping, out_of_time = _any_rank(
+                [stop["signal"] is not None,
+                 cfg.max_minutes is not None and train_seconds >= 60 * cfg.max_minutes],
                 dist_info, device)
             finished = step >= cfg.steps or out_of_time
+            if finished or stopping or any(step % n == 0 for n in (
+                    cfg.log_every, cfg.checkpoint_every, cfg.eval_every, cfg.image_every)):
+                # before anything is logged or saved: a non-finite loss since the last check
+                # stops the run; the checkpoints on disk all predate it
+                nonfinite = _any_rank([bool(bad.item())], dist_info, device)[0]
+                bad = None
+                if nonfinite:
+                    kept = list_checkpoints(run_dir)
+                    when = (f"at step {step - 1}" if step - checked == 1
+                            else f"between steps {checked} and {step - 1}")
+                    raise TrainingStopped(
+                        f"the loss became non-finite ({loss.item()}) {when}; training stopped, "
+                        f"the last good checkpoint (step {kept[-1][0] if kept else 'none'}) is "
+                        f"kept in {run_dir}"
+                    )
+                checked = step
             minutes = round(train_seconds / 60, 4)
 
             if dist_info.is_main:
