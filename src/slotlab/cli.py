@@ -22,15 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from slotlab.convert.commands import register as register_convert
     from slotlab.data.commands import register as register_data
+    from slotlab.train.commands import register as register_train
 
     register_convert(sub)
     register_data(sub)
-    try:  # training, evaluation and visualisation land with the train package
-        from slotlab.train.commands import register as register_train
-    except ImportError:
-        pass
-    else:
-        register_train(sub)
+    register_train(sub)
     return parser
 
 

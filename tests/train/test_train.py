@@ -145,6 +145,9 @@ def test_clear_errors(setup, tmp_path, capsys):
                   "--preset", str(sp_preset), *TINY_ARGS], capsys, "holds a object_discovery run")
     expect_error(train_cmd(data, tmp_path / "r2", preset, "--batch-size", "64"), capsys,
                  "larger than the training set")
+    # resuming with another model would fail deep inside load_state_dict: one sentence instead
+    expect_error(train_cmd(data, run, preset, "--num-slots", "5", "--steps", "8"), capsys,
+                 "num_slots 4 -> 5")
 
 
 def run_cli_subprocess(args, cwd):

@@ -133,6 +133,16 @@ def prepare_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
                 f"run directory {run_dir} holds a {old.task} run; use another --out for "
                 f"{cfg.task}"
             )
+        changed = sorted(k for k in set(old.model) | set(cfg.model)
+                         if old.model.get(k) != cfg.model.get(k))
+        if changed and list_checkpoints(run_dir):
+            diffs = ", ".join(f"{k} {old.model.get(k, 'default')} -> "
+                              f"{cfg.model.get(k, 'default')}" for k in changed)
+            raise ConfigError(
+                f"run directory {run_dir} holds checkpoints of a model with other settings "
+                f"({diffs}); resume it with the same preset and model options, or use another "
+                "--out"
+            )
     elif any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir} is not empty and is not a slotlab run directory")
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
