@@ -144,3 +144,22 @@ def test_full_disk_while_checkpointing_stops_and_keeps_last_checkpoint(setup, tm
     assert main(train_cmd(data, run, preset)) == 0
     assert "resuming" in capsys.readouterr().err
     assert [s for s, _ in list_checkpoints(run)][-1] == 6
+
+
+def test_corrupt_newest_checkpoint_is_skipped_on_resume(setup, tmp_path, capsys):
+    """A newest checkpoint damaged after it was written (e.g. by a failing disk): resuming warns
+    in one line and continues from the newest readable one."""
+    data, preset = setup
+    run = tmp_path / "run"
+    args = train_cmd(data, run, preset)
+    args[args.index("--steps") + 1] = "4"
+    assert main(args) == 0
+    newest = list_checkpoints(run)[-1][1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(train_cmd(data, run, preset)) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipping" in err and newest.name in err and "Traceback" not in err, err
+    assert f"resuming {run} from step 2" in err
+    assert list_checkpoints(run)[-1][0] == 6
+    assert load_checkpoint(list_checkpoints(run)[-1][1])["step"] == 6
