@@ -69,6 +69,12 @@ def test_small_paper_style_models():
     )
     out = model(torch.rand(2, 3, 35, 35))
     assert out.recon_combined.shape == (2, 3, 35, 35) and out.masks.shape == (2, 4, 1, 35, 35)
+    # a strided encoder on an odd size: TF "SAME" gives ceil(35 / 2) = 18 positions per side
+    strided = SlotAttentionAutoEncoder(
+        resolution=(35, 35), num_slots=3, encoder_channels=(16,) * 4, encoder_strides=(2, 1, 1, 1),
+        decoder_initial_size=(35, 35), decoder_channels=(16,) * 3, decoder_strides=(1,) * 3,
+    )
+    assert strided(torch.rand(1, 3, 35, 35)).attention.shape == (1, 3, 18 * 18)
     m64 = SlotAttentionAutoEncoder(resolution=(64, 64), num_slots=6,
                                    decoder_channels=(64,) * 4, decoder_strides=(2, 2, 2, 1))
     assert m64(torch.rand(1, 3, 64, 64)).recons.shape == (1, 6, 3, 64, 64)

@@ -149,7 +149,8 @@ class SlotAttentionAutoEncoder(nn.Module):
         scale = 1
         for s in encoder_strides:
             scale *= s
-        feature_size = (resolution[0] // scale, resolution[1] // scale)
+        # TF "SAME": each stride-s convolution gives ceil(size / s)
+        feature_size = (-(-resolution[0] // scale), -(-resolution[1] // scale))
         if (decoder_initial_size[0] * up, decoder_initial_size[1] * up) != resolution:
             raise ValueError(
                 f"decoder_initial_size {decoder_initial_size} x strides {decoder_strides} "
