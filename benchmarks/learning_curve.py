@@ -11,7 +11,8 @@ mean ± std over seeds and the worst seed) and writes a PNG plot.
 Variants: baseline (the paper's model), implicit (implicit differentiation), learned (BO-QSA
 learned slot initialisation), clip (gradient-norm clipping at 0.05, as Invariant Slot Attention).
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
-resumes where it stopped.
+resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
+table and draws the plot of the runs already there.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["baseline"], choices=list(VARIANTS))
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: table and plot from the runs already under OUT")
     args = parser.parse_args()
     extra = {"data": args.data} if args.data else {}
 
@@ -117,6 +120,11 @@ def main() -> None:
     for variant in args.variants:
         results[variant] = {}
         for seed in args.seeds:
+            if args.report_only:
+                lines = (args.out / variant / f"seed{seed}" / "metrics.jsonl").read_text()
+                results[variant][seed] = [r for r in map(json.loads, lines.splitlines())
+                                          if "split" in r]
+                continue
             print(f"== {variant}, seed {seed}, {args.minutes} min", file=sys.stderr)
             results[variant][seed] = run_one(args.preset, variant, seed, args.minutes,
                                               args.eval_every, args.out, extra)
