@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on for CUDA, off on the CPU)")
+                   help="channels_last memory format (default: on for CUDA, and for "
+                   "set prediction on the CPU)")
     p.add_argument("--num-workers", type=int)
     p.add_argument("--num-slots", type=int)
     p.add_argument("--num-iterations", type=int)

@@ -38,7 +38,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False
     compile: bool = False
-    channels_last: bool | None = None  # None: on for CUDA (cuDNN's fast layout), off on the CPU
+    channels_last: bool | None = None  # None: on for CUDA, and for set prediction on the CPU
     num_workers: int | None = None
     grad_clip: float | None = None
     log_every: int = 100
