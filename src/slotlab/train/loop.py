@@ -413,7 +413,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     t_log, images_since = time.perf_counter(), 0
     finished = False
     batches = None
-    bad: torch.Tensor | None = None  # any non-finite loss since the last check (on the device)
+    bad = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the check
     checked = step  # the step of the last finiteness check
     try:
         model.train()
@@ -440,8 +440,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                 loss, _ = compute_loss(forward, batch, cfg.task, noise)
             # no host sync per step: the finiteness of the loss is accumulated on the device
             # and read only where the step is logged, evaluated or checkpointed (below)
-            bad = ~torch.isfinite(loss.detach()) if bad is None else bad | ~torch.isfinite(
-                loss.detach())
+            bad |= ~torch.isfinite(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -456,12 +455,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                  cfg.max_minutes is not None and train_seconds >= 60 * cfg.max_minutes],
                 dist_info, device)
             finished = step >= cfg.steps or out_of_time
-            if finished or stopping or any(step % n == 0 for n in (
-                    cfg.log_every, cfg.checkpoint_every, cfg.eval_every, cfg.image_every)):
+            log_now = step % cfg.log_every == 0 or finished
+            checkpoint_now = step % cfg.checkpoint_every == 0 or finished or stopping
+            eval_now = step % cfg.eval_every == 0 or finished
+            image_now = step % cfg.image_every == 0 or finished
+            if log_now or checkpoint_now or eval_now or image_now:
                 # before anything is logged or saved: a non-finite loss since the last check
                 # stops the run; the checkpoints on disk all predate it
                 nonfinite = _any_rank([bool(bad.item())], dist_info, device)[0]
-                bad = None
+                bad.zero_()
                 if nonfinite:
                     kept = list_checkpoints(run_dir)
                     when = (f"at step {step - 1}" if step - checked == 1
@@ -475,7 +477,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             minutes = round(train_seconds / 60, 4)
 
             if dist_info.is_main:
-                if step % cfg.log_every == 0 or finished:
+                if log_now:
                     now = time.perf_counter()
                     ips = images_since / max(now - t_log, 1e-9)
                     t_log, images_since = now, 0
@@ -484,9 +486,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                     log.log(record, "train")
                     bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}",
                                     img_s=f"{ips:.1f}")
-                if step % cfg.checkpoint_every == 0 or finished or stopping:
+                if checkpoint_now:
                     checkpoint()
-                if step % cfg.eval_every == 0 or finished:
+                if eval_now:
                     last = evaluate(model, eval_set, cfg.task, num=cfg.eval_num,
                                     batch_size=min(cfg.batch_size, 64), seed=cfg.seed,
                                     device=device)
@@ -494,7 +496,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                              "images_seen": step * cfg.batch_size, **last}, "eval")
                     bar.write(f"step {step} eval ({eval_split}): " + ", ".join(
                         f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
-                if step % cfg.image_every == 0 or finished:
+                if image_now:
                     save_pictures(model, eval_set, cfg,
                                   run_dir / "images" / f"step_{step:08d}.png", device)
             if stopping:
