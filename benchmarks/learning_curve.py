@@ -113,8 +113,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: table and plot from the runs already under OUT")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast (for CPUs with AVX512-BF16 or AMX, and GPUs)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads per run (e.g. 1 when running seeds side by side)")
     args = parser.parse_args()
     extra = {"data": args.data} if args.data else {}
+    if args.bf16:
+        extra["bf16"] = True
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     results: dict[str, dict[int, list[dict]]] = {}
     for variant in args.variants:

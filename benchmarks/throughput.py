@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                     # everything this machine can run
     python benchmarks/throughput.py --device cuda --json results.json
     python benchmarks/throughput.py --configs od-official --modes fp32 bf16 --steps 5
+    python benchmarks/throughput.py --profile od-official bf16-cl-pad   # + top kernels
 
 For each model config and arithmetic mode it measures, in a fresh subprocess (clean peak memory,
 no compile cache shared between rows):
@@ -20,8 +21,10 @@ Configs: `od-official` (object discovery, 128x128, K=7, batch 64 on CUDA, 8 on t
 `sp-official` (set prediction, batch 512 on CUDA, 32 on the CPU), and the CPU presets
 (`quickstart`, `cpu-sprites`, `cpu-clevr`, `cpu-setpred`) at their own batch sizes.
 Modes: `fp32`, `fp32-cl` (channels_last), `tf32` (CUDA), `bf16` (autocast; the attention and
-the mask combination stay in float32), `bf16-cl` (+ channels_last), `bf16-cl-compile`
-(+ torch.compile of the model; the Hungarian matching stays outside).
+the mask combination stay in float32), `bf16-cl` (+ channels_last), `bf16-cl-pad` (+ the
+4-channel last decoder layer computed padded to 8 outputs), `bf16-cl-compile` (+ torch.compile of
+the model; the Hungarian matching stays outside), `bf16-cl-pad-compile`, `bf16-cl-pad-graphs`
+(compile mode "reduce-overhead": CUDA graphs).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from pathlib import Path
 import torch
 
 CONFIGS = ["od-official", "sp-official", "quickstart", "cpu-sprites", "cpu-clevr", "cpu-setpred"]
-MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-compile"]
+MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-cl-compile",
+         "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
 
 
 def model_config(name: str, device: str) -> tuple[str, dict, int]:
@@ -109,8 +113,10 @@ def synthetic_batch(task: str, model, batch: int, device: torch.device, channels
     return out
 
 
-def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: int) -> dict:
-    """Build the model of `config`, run `mode`, return the row."""
+def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: int,
+                profile: bool = False) -> dict:
+    """Build the model of `config`, run `mode`, return the row; with `profile`, also print the
+    top kernels of `steps` training steps (torch.profiler, by self device time)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from slotlab.models import build_model
@@ -125,13 +131,20 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if mode.endswith("compile") else model
+    if "-pad" in mode and hasattr(model, "pad_last_layer"):
+        model.pad_last_layer(8)
+    graphs = mode.endswith("graphs")
+    forward = model
+    if mode.endswith("compile") or graphs:
+        forward = torch.compile(model, mode="reduce-overhead" if graphs else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     data = synthetic_batch(task, model, batch_size, device, channels_last)
     k, d = model.slot_attention.num_slots, model.slot_attention.slot_size
     noise = torch.randn(batch_size, k, d, device=device)
 
     def train_step() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, _ = compute_loss(forward, data, task, noise)
         optimizer.zero_grad(set_to_none=True)
@@ -139,6 +152,8 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
         optimizer.step()
 
     def infer() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                     enabled=bf16):
             forward(data["image"], noise=noise)
@@ -179,6 +194,20 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
         infer()
     sync(device)
     infer_ips = steps * batch_size / (time.perf_counter() - t)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                               else [])
+        with torch_profile(activities=activities) as prof:
+            for _ in range(steps):
+                train_step()
+            sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"top kernels of {steps} training steps, {config} {mode}:", file=sys.stderr)
+        print(prof.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=60),
+              file=sys.stderr)
     return {
         "config": config, "task": task, "mode": mode, "device": device.type,
         "batch_size": batch_size, "train_img_s": train_ips, "infer_img_s": infer_ips,
@@ -229,12 +258,15 @@ def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS)
+    parser.add_argument("--configs", nargs="+", metavar="CONFIG",
+                        help=f"{', '.join(CONFIGS)}, any other preset, or a preset YAML file")
     parser.add_argument("--modes", nargs="+", choices=MODES)
     parser.add_argument("--steps", type=int, help="timed steps per row (default 20 CUDA, 3 CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 5 CUDA, 1 CPU)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--profile", nargs=2, metavar=("CONFIG", "MODE"),
+                        help="one row, in this process, with the profiler's top kernels")
     args = parser.parse_args()
     device = args.device
     if device == "auto":
@@ -246,13 +278,26 @@ def main() -> None:
     if args.one:  # child process: one row, as JSON on the last line of stdout
         print(json.dumps(measure_one(args.one[0], args.one[1], device, steps, warmup)))
         return
+    if args.profile:
+        print(json.dumps(measure_one(*args.profile, device, steps, warmup, profile=True)))
+        return
 
+    for name in args.configs or []:
+        if name not in CONFIGS:
+            from slotlab.errors import ConfigError
+            from slotlab.train.config import load_preset
+
+            try:
+                load_preset(name)
+            except ConfigError as err:
+                parser.error(str(err))
     configs = args.configs or (CONFIGS if cuda else
                                ["od-official", "quickstart", "cpu-sprites", "cpu-setpred"])
     if args.modes:
         modes = args.modes
     elif cuda:
-        modes = ["fp32", "tf32", "bf16", "bf16-cl", "bf16-cl-compile"]
+        modes = ["fp32", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-cl-compile",
+                 "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
     else:
         modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if cpu_has_bf16() else [])
     dev = torch.device(device)
@@ -278,6 +323,11 @@ def main() -> None:
     print()
     print(f"{machine}; {steps} timed steps after {warmup} warm-up per row")
     print(format_table(rows, peaks))
+    for row in rows:  # the paper's CLEVR6 schedule: 500k steps at batch 64 = 32M images
+        if row["config"] == "od-official" and "train_img_s" in row:
+            hours = 500_000 * 64 / row["train_img_s"] / 3600
+            print(f"od-official {row['mode']}: the paper's 500k x 64 CLEVR6 schedule would take "
+                  f"{hours:,.1f} h at {row['train_img_s']:,.0f} img/s")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "peaks_tflop_s": peaks,
                                          "rows": rows}, indent=1))

@@ -74,6 +74,76 @@ def test_bf16_backward_is_finite():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_padded_last_layer_equals_plain(channels_last):
+    """The last decoder layer computed with 8 outputs (4 of them zero) gives the same outputs
+    and gradients, and really takes the padded path."""
+    model, image, noise = make()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    image = image.contiguous(memory_format=fmt)
+    out = model(image, noise=noise)
+    out.recon_combined.square().mean().backward()
+    plain = grads(model)
+    model.zero_grad()
+    model.pad_last_layer(8)
+    calls = []
+    handle = torch.nn.functional.conv_transpose2d
+    try:
+        def spy(x, weight, *args):
+            calls.append(weight.shape)
+            return handle(x, weight, *args)
+        torch.nn.functional.conv_transpose2d = spy
+        fast = model(image, noise=noise)
+    finally:
+        torch.nn.functional.conv_transpose2d = handle
+    assert calls and calls[-1][1] == 8  # [C_in, 8, k, k]
+    fast.recon_combined.square().mean().backward()
+    for name in ("recon_combined", "recons", "masks"):
+        torch.testing.assert_close(getattr(fast, name), getattr(out, name), atol=1e-6, rtol=1e-5)
+    for name, g in grads(model).items():
+        assert g.shape == plain[name].shape  # the parameters themselves are not padded
+        torch.testing.assert_close(g, plain[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert "pad_out_channels" not in str(model.state_dict().keys())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphs_and_padding_match_plain_training_step():
+    """compile mode reduce-overhead (CUDA graphs) + padded last layer: two training steps give
+    the same loss and parameters as the plain CUDA model (TF32 off)."""
+    from slotlab.train.loop import compute_loss
+
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        results = []
+        for fast in (False, True):
+            model, image, noise = make()
+            model = model.cuda()
+            forward = model
+            if fast:
+                model.pad_last_layer(8)
+                forward = torch.compile(model, mode="reduce-overhead")
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            batch = {"image": image.cuda()}
+            losses = []
+            for _ in range(3):
+                if fast:
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss, _ = compute_loss(forward, batch, "object_discovery", noise.cuda())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            results.append((losses, [p.detach().cpu() for p in model.parameters()]))
+        torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-4)
+        for a, b in zip(results[1][1], results[0][1], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("task", ["object_discovery", "set_prediction"])

@@ -148,6 +148,12 @@ def test_clear_errors(setup, tmp_path, capsys):
     # resuming with another model would fail deep inside load_state_dict: one sentence instead
     expect_error(train_cmd(data, run, preset, "--num-slots", "5", "--steps", "8"), capsys,
                  "num_slots 4 -> 5")
+    if not torch.cuda.is_available():
+        expect_error(train_cmd(data, tmp_path / "r3", preset, "--cuda-graphs"), capsys,
+                     "cuda_graphs needs a CUDA device")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: object_discovery\nmodel:\n  num_slots: 4\n decoder: [1\n")
+    expect_error(train_cmd(data, tmp_path / "r4", bad), capsys, "is not valid YAML")
 
 
 def run_cli_subprocess(args, cwd):

@@ -177,6 +177,11 @@ class SlotAttentionAutoEncoder(nn.Module):
         layers.append(ConvTranspose2dSame(c_in, num_channels + 1, 3, 1))
         self.decoder_cnn = nn.ModuleList(layers)
 
+    def pad_last_layer(self, channels: int) -> None:
+        """Speed option: compute the narrow last decoder layer (C+1 = 4 outputs) padded to
+        `channels` outputs (8 suits GPU tensor cores; 0 = off). Outputs are unchanged."""
+        self.decoder_cnn[-1].pad_out_channels = channels
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """image [B, C, H, W] -> Slot Attention inputs [B, N, D]."""
         return encode(image, self.encoder_cnn, self.encoder_pos, self.layer_norm, self.mlp)

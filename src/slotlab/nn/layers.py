@@ -53,7 +53,14 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
     crops `padding` pixels from both ends; when that leaves one pixel too many at the end (k = 5,
     s = 2), the last row and column are dropped.
     Input [B, C_in, H, W] -> [B, C_out, s * H, s * W].
+
+    `pad_out_channels` (a speed option, not a parameter; 0 = off): compute the layer with its
+    output channels zero-padded to this many and drop the extra ones. A very narrow layer (the
+    decoder's last, 64 -> 4) runs on slow GPU kernels; padded to 8 it takes tensor-core kernels.
+    Same result and same gradients (the padded weights are constants, not parameters).
     """
+
+    pad_out_channels: int = 0
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
         before = max(kernel_size - stride, 0) // 2
@@ -62,7 +69,15 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
-        y = super().forward(x)
+        extra = self.pad_out_channels - self.out_channels
+        if extra > 0:  # weight [C_in, C_out, k, k]: pad C_out with zeros, crop after
+            weight = F.pad(self.weight, (0, 0, 0, 0, 0, extra))
+            bias = None if self.bias is None else F.pad(self.bias, (0, extra))
+            y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding,
+                                   self.output_padding, self.groups, self.dilation)
+            y = y[:, : self.out_channels]
+        else:
+            y = super().forward(x)
         if y.shape[-2] != h or y.shape[-1] != w:
             y = y[..., :h, :w]
         return y

@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    p.add_argument("--cuda-graphs", action="store_true", default=None,
+                   help="CUDA graphs (torch.compile mode reduce-overhead; CUDA only)")
+    p.add_argument("--pad-last-layer", type=int, metavar="N",
+                   help="compute the 4-channel last decoder layer padded to N outputs "
+                   "(default: 8 on CUDA, 0 = off on the CPU)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA, and for "
                    "set prediction on the CPU)")
@@ -102,7 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
-              "seed", "device", "bf16", "compile", "channels_last", "num_workers", "grad_clip",
+              "seed", "device", "bf16", "compile", "cuda_graphs", "pad_last_layer",
+              "channels_last", "num_workers", "grad_clip",
               "eval_every", "eval_num", "image_every", "checkpoint_every", "log_every",
               "deterministic", "max_minutes")
     cfg = make_config(preset, task=task, model=model, data_options=data_options,

@@ -38,6 +38,8 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False
     compile: bool = False
+    cuda_graphs: bool = False  # CUDA only: torch.compile(mode="reduce-overhead")
+    pad_last_layer: int | None = None  # None: 8 on CUDA (object discovery), off on the CPU
     channels_last: bool | None = None  # None: on for CUDA, and for set prediction on the CPU
     num_workers: int | None = None
     grad_clip: float | None = None
@@ -66,7 +68,10 @@ def load_preset(name: str) -> dict[str, Any]:
         path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"preset file {path} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"preset file {path} does not hold a mapping")
     return values

@@ -347,6 +347,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         channels_last = device.type == "cuda" or cfg.task == "set_prediction"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    pad = cfg.pad_last_layer
+    if pad is None:  # where it is meant to help: GPU kernels for 4 output channels are slow
+        pad = 8 if device.type == "cuda" else 0
+    if pad and hasattr(model, "pad_last_layer"):
+        model.pad_last_layer(pad)
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ConfigError("cuda_graphs needs a CUDA device")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-8)
     noise_generator = torch.Generator().manual_seed(cfg.seed + 1)
     num_slots, slot_size = model.slot_attention.num_slots, model.slot_attention.slot_size
@@ -372,8 +379,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     if dist_info.enabled:
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        forward = torch.compile(forward)
+    if cfg.compile or cfg.cuda_graphs:  # CUDA graphs come through compile's reduce-overhead
+        forward = torch.compile(forward, mode="reduce-overhead" if cfg.cuda_graphs else None)
 
     workers = cfg.num_workers
     if workers is None:  # memory-mapped caches are fastest read in the main process
@@ -436,6 +443,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             lr = learning_rate(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, _ = compute_loss(forward, batch, cfg.task, noise)
             # no host sync per step: the finiteness of the loss is accumulated on the device
