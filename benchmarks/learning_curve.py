@@ -12,7 +12,9 @@ Variants: baseline (the paper's model), implicit (implicit differentiation), lea
 learned slot initialisation), clip (gradient-norm clipping at 0.05, as Invariant Slot Attention).
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
-table and draws the plot of the runs already there.
+table and draws the plot of the runs already there. `--test-time 5:3 9:5` also evaluates each final
+model with other numbers of slots K and iterations T than it was trained with. Seeds can run side
+by side: one process per seed with `--threads 1` and the same `--out`, then `--report-only`.
 """
 
 from __future__ import annotations
@@ -79,6 +81,44 @@ def table(results: dict[str, dict[int, list[dict]]], metrics: list[str]) -> str:
     return "\n".join(rows)
 
 
+def test_time_table(out: Path, variants: list[str], seeds: list[int],
+                    settings: list[tuple[int, int]], metrics: list[str]) -> str:
+    """Evaluate each run's final model with other slot counts K and iterations T than it was
+    trained with (same held-out split and number of images as the run's evaluations)."""
+    import yaml
+
+    from slotlab.data.build import build_dataset
+    from slotlab.models.pretrained import load_pretrained
+    from slotlab.train.config import config_from_dict
+    from slotlab.train.evaluate import evaluate
+
+    rows = ["| variant | K | T | " + " | ".join(f"{m} mean ± std (min)" for m in metrics) + " |",
+            "|---|---|---|" + "---|" * len(metrics)]
+    for variant in variants:
+        by_setting: dict[tuple[int, int], list[dict]] = {}
+        for seed in seeds:
+            run = out / variant / f"seed{seed}"
+            cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+            model = load_pretrained(run / "model")
+            dataset = build_dataset(cfg.data, cfg.eval_split, cfg.task, **cfg.data_options)
+            trained = (model.slot_attention.num_slots, model.slot_attention.num_iterations)
+            for k, t in [trained, *settings]:
+                if k != trained[0] and model.slot_attention.slot_init == "learned":
+                    continue  # learned initial slots: K is fixed
+                by_setting.setdefault((k, t), []).append(evaluate(
+                    model, dataset, cfg.task, num=cfg.eval_num, seed=cfg.seed, bf16=cfg.bf16,
+                    num_slots=k, num_iterations=t))
+        for (k, t), recs in by_setting.items():
+            cells = []
+            for m in metrics:
+                values = [r[m] for r in recs if not math.isnan(r[m])]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f} ({min(values):.3f})"
+                             if values else "nan")
+            rows.append(f"| {variant} | {k} | {t} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def plot(results: dict[str, dict[int, list[dict]]], metric: str, path: Path) -> None:
     try:
         import matplotlib
@@ -113,6 +153,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: table and plot from the runs already under OUT")
+    parser.add_argument("--test-time", nargs="+", default=[], metavar="K:T",
+                        help="also evaluate each final model with K slots and T iterations "
+                        "(e.g. 5:3 9:3 7:5), beside the trained K and T")
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 autocast (for CPUs with AVX512-BF16 or AMX, and GPUs)")
     parser.add_argument("--threads", type=int,
@@ -143,6 +186,14 @@ def main() -> None:
     metrics = [metric, "ap_1"] if metric == "ap_inf" else [metric, "mbo"]
     print(f"\npreset {args.preset}, budget {args.minutes} min per run, seeds {args.seeds}\n")
     print(table(results, metrics))
+    if args.test_time:
+        try:
+            settings = [tuple(int(v) for v in kt.split(":")) for kt in args.test_time]
+            assert all(len(kt) == 2 and min(kt) >= 1 for kt in settings)
+        except (ValueError, AssertionError):
+            parser.error(f"--test-time takes K:T pairs such as 5:3, got {args.test_time}")
+        print("\nat test time, the final models with other K (slots) and T (iterations):\n")
+        print(test_time_table(args.out, args.variants, args.seeds, settings, metrics))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, metric, args.out / f"learning_curve_{args.preset}.png")

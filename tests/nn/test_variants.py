@@ -102,3 +102,9 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     assert main(["eval", str(run), "--num", "8", "--json", "--num-iterations", "5"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_iterations"] == 5 and "fg_ari" in result
+    if "learned" in extra:  # K is fixed by the learned queries: one error line, not a no-op
+        assert main(["eval", str(run), "--num", "8", "--num-slots", "6"]) != 0
+        assert "cannot be evaluated with 6 slots" in capsys.readouterr().err
+    else:
+        assert main(["eval", str(run), "--num", "8", "--json", "--num-slots", "6"]) == 0
+        assert json.loads(capsys.readouterr().out)["num_slots"] == 6

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from slotlab.data.preprocess import normalize_batch_image
+from slotlab.errors import ConfigError
 from slotlab.metrics import average_precision_all, segmentation_metrics
 
 
@@ -44,6 +45,10 @@ def evaluate(
 
     `num_slots` / `num_iterations` evaluate with another K / T than the model was trained with.
     """
+    sa = model.slot_attention
+    if num_slots and num_slots != sa.num_slots and sa.slot_init == "learned":
+        raise ConfigError(f"this model learned its {sa.num_slots} initial slots (slot_init "
+                          f"learned); it cannot be evaluated with {num_slots} slots")
     was_training = model.training
     model.eval()
     n = len(dataset) if num is None else min(num, len(dataset))
