@@ -80,6 +80,13 @@ def test_backgrounds_and_sizes():
     image, mask, _ = render_sprites(rng, (48, 80), background="black")
     assert image.shape == (48, 80, 3) and mask.shape == (48, 80)
     assert np.all(image[mask == 0] == 0)
+    levels = set()
+    for _ in range(20):  # greyscale: a plain grey background whose level varies per image
+        image, mask, _ = render_sprites(rng, (32, 32), background="greyscale")
+        bg = image[mask == 0]
+        assert np.all(bg == bg[0]) and bg[0, 0] == bg[0, 1] == bg[0, 2]
+        levels.add(int(bg[0, 0]))
+    assert len(levels) >= 10
     with pytest.raises(ConfigError):
         render_sprites(rng, background="plaid")
 

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 SPRITE_SHAPES = ("triangle", "square", "pentagon", "hexagon", "disc", "ellipse", "star")
-BACKGROUNDS = ("random", "grey", "black")
+BACKGROUNDS = ("random", "greyscale", "grey", "black")
 _SIDES = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6, "star": 5}
 # Circumradius multipliers that give the shapes roughly equal areas.
 _SHAPE_SCALE = {
@@ -80,6 +80,8 @@ def _random_colours(rng: np.random.Generator, num: int, background: np.ndarray) 
 
 
 def _background_colour(rng: np.random.Generator, background: str) -> np.ndarray:
+    if background == "greyscale":  # a random grey level, as Multi-dSprites colored_on_grayscale
+        return np.full(3, rng.integers(0, 256), dtype=np.uint8)
     if background == "grey":
         return np.array([128, 128, 128], dtype=np.uint8)
     if background == "black":
@@ -126,7 +128,8 @@ def render_sprites(
         rng: the random generator (consumed).
         size: (height, width) in pixels.
         min_objects, max_objects: the object count is uniform in this inclusive range.
-        background: "random" (a random low-saturation colour), "grey" or "black".
+        background: "random" (a random low-saturation colour), "greyscale" (a random grey
+            level, as Multi-dSprites colored_on_grayscale), "grey" (128) or "black".
         min_pixels: visible pixels every object must keep after occlusion (default: 15 at
             64x64, scaled by area); scenes that fail are re-drawn.
         scale_range: object radius as a fraction of min(height, width).
@@ -220,7 +223,7 @@ class ProceduralSpritesDataset(Dataset):
         seed: the dataset seed.
         resolution: (H, W).
         min_objects, max_objects: object count range (default 2-6).
-        background: "random", "grey" or "black".
+        background: "random", "greyscale", "grey" or "black".
         min_pixels: visible pixels per object (default 15 at 64x64, scaled by area).
 
     Items: image float32 [3, H, W] in [-1, 1]; mask int64 [H, W] (0 = background).
