@@ -8,8 +8,9 @@ mean ± std over seeds and the worst seed) and writes a PNG plot.
     python benchmarks/learning_curve.py --preset quickstart --minutes 10 --seeds 0 1 2 \
         --variants baseline implicit learned --out runs/curves
 
-Variants: baseline (the paper's model), implicit (implicit differentiation), learned (BO-QSA
-learned slot initialisation), clip (gradient-norm clipping at 0.05, as Invariant Slot Attention).
+Variants: baseline (the preset as it is), implicit (implicit differentiation), learned (BO-QSA
+learned slot initialisation), gaussian (the paper's Gaussian slot initialisation), clip
+(gradient-norm clipping at 0.05, as Invariant Slot Attention).
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
 table and draws the plot of the runs already there. `--test-time 5:3 9:5` also evaluates each final
@@ -30,6 +31,7 @@ VARIANTS = {
     "baseline": {},
     "implicit": {"model": {"implicit_differentiation": True}},
     "learned": {"model": {"slot_init": "learned"}},
+    "gaussian": {"model": {"slot_init": "gaussian"}},
     "clip": {"grad_clip": 0.05},
 }
 
@@ -184,7 +186,9 @@ def main() -> None:
     first = next(iter(next(iter(results.values())).values()))
     metric = metric_name(first)
     metrics = [metric, "ap_1"] if metric == "ap_inf" else [metric, "mbo"]
-    print(f"\npreset {args.preset}, budget {args.minutes} min per run, seeds {args.seeds}\n")
+    budget = (f"{max(r[-1]['train_minutes'] for b in results.values() for r in b.values()):.0f}"
+              if args.report_only else f"{args.minutes}")
+    print(f"\npreset {args.preset}, budget {budget} min per run, seeds {args.seeds}\n")
     print(table(results, metrics))
     if args.test_time:
         try:
@@ -196,7 +200,7 @@ def main() -> None:
         print(test_time_table(args.out, args.variants, args.seeds, settings, metrics))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    plot(results, metric, args.out / f"learning_curve_{args.preset}.png")
+    plot(results, metric, args.out / f"learning_curve_{Path(args.preset).stem}.png")
 
 
 if __name__ == "__main__":
