@@ -93,6 +93,7 @@ def test_time_table(out: Path, variants: list[str], seeds: list[int],
     from slotlab.models.pretrained import load_pretrained
     from slotlab.train.config import config_from_dict
     from slotlab.train.evaluate import evaluate
+    from slotlab.train.loop import build_eval_dataset
 
     rows = ["| variant | K | T | " + " | ".join(f"{m} mean ± std (min)" for m in metrics) + " |",
             "|---|---|---|" + "---|" * len(metrics)]
@@ -102,7 +103,8 @@ def test_time_table(out: Path, variants: list[str], seeds: list[int],
             run = out / variant / f"seed{seed}"
             cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
             model = load_pretrained(run / "model")
-            dataset = build_dataset(cfg.data, cfg.eval_split, cfg.task, **cfg.data_options)
+            train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options)
+            dataset, _ = build_eval_dataset(cfg, train_set)  # what the run evaluated on
             trained = (model.slot_attention.num_slots, model.slot_attention.num_iterations)
             for k, t in [trained, *settings]:
                 if k != trained[0] and model.slot_attention.slot_init == "learned":

@@ -215,8 +215,14 @@ class MetricsLog:
 
 
 def build_eval_dataset(cfg: TrainConfig, train_set: Dataset) -> tuple[Dataset, str]:
+    """The held-out split (the training split, with a note, where the data has none). A `num`
+    data option sizes the training set; evaluation reads only the first `eval_num` items, so
+    only those are asked of the held-out split (a cache's val split can be that small)."""
+    options = dict(cfg.data_options)
+    if "num" in options:
+        options["num"] = min(int(options["num"]), cfg.eval_num)
     try:
-        return build_dataset(cfg.data, cfg.eval_split, cfg.task, **cfg.data_options), cfg.eval_split
+        return build_dataset(cfg.data, cfg.eval_split, cfg.task, **options), cfg.eval_split
     except DataError as exc:
         print(f"note: evaluating on the training split ({exc})", file=sys.stderr)
         return train_set, "train"
