@@ -14,7 +14,7 @@ import torch
 from slotlab.cli import main
 from slotlab.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from slotlab.train.config import TrainConfig, learning_rate, list_presets, load_preset
-from tests.train.helpers import TINY_ARGS, write_folder, write_preset
+from tests.train.helpers import TINY_ARGS, TINY_MODEL, write_folder, write_preset
 
 
 def train_cmd(data, out, preset, *extra):
@@ -233,3 +233,23 @@ def test_channels_last_training_follows_plain_training(setup, tmp_path):
     moved = torch.cat([(a[k] - first[k]).flatten() for k in a])
     assert moved.norm() > 1e-4
     assert diff.norm() <= 1e-2 * moved.norm(), (diff.norm(), moved.norm())
+
+
+def test_small_cached_val_split_is_enough_for_evaluation(tmp_path):
+    """`num` sizes the training set; evaluation needs only eval_num items of the val split."""
+    import yaml
+
+    cache = tmp_path / "cache"
+    common = ["data", "cache", "procedural-sprites", "--out", str(cache), "--resolution", "32",
+              "--workers", "0"]
+    assert main([*common, "--num", "16"]) == 0
+    assert main([*common, "--num", "8", "--split", "val"]) == 0
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump({"task": "object_discovery", "model": TINY_MODEL,
+                                      "data_options": {"resolution": [32, 32], "num": 16}}))
+    run = tmp_path / "run"
+    assert main(["train", "object-discovery", "--data", f"cache:{cache}", "--out", str(run),
+                 "--preset", str(preset), *TINY_ARGS]) == 0
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+             if '"split"' in line]
+    assert evals and all(r["split"] == "val" and r["num_images"] == 8 for r in evals)
