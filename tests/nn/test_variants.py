@@ -1,6 +1,7 @@
 """Slot Attention variants change the model as described, and each trains for a few steps."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -102,6 +103,7 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     assert main(["eval", str(run), "--num", "8", "--json", "--num-iterations", "5"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num_iterations"] == 5 and "fg_ari" in result
+    assert -1.0 <= result["fg_ari_attn"] <= 1.0 or math.isnan(result["fg_ari_attn"])
     if "learned" in extra:  # K is fixed by the learned queries: one error line, not a no-op
         assert main(["eval", str(run), "--num", "8", "--num-slots", "6"]) != 0
         assert "cannot be evaluated with 6 slots" in capsys.readouterr().err

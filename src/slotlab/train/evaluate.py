@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -26,6 +27,24 @@ def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
     """Standard-normal slot-initialisation noise [B, K, D] drawn from `generator` (on CPU)."""
     sa = model.slot_attention
     return torch.randn(batch, num_slots or sa.num_slots, sa.slot_size, generator=generator)
+
+
+def attention_masks(attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Slot Attention's attention [B, K, N] (N = h * w encoder positions, softmax over slots)
+    as masks [B, K, 1, H, W] at the image size (nearest neighbour when h, w < H, W)."""
+    b, k, n = attention.shape
+    height, width = size
+    # TF-SAME strided encoders give ceil(H / s) x ceil(W / s) positions; find s
+    for stride in range(1, max(height, width) + 1):
+        h, w = -(-height // stride), -(-width // stride)
+        if h * w == n:
+            break
+    else:
+        raise ValueError(f"{n} attention positions match no encoder grid of a {size} image")
+    grid = attention.float().reshape(b * k, 1, h, w)
+    if (h, w) != (height, width):
+        grid = F.interpolate(grid, scale_factor=stride, mode="nearest")[..., :height, :width]
+    return grid.reshape(b, k, 1, height, width)
 
 
 @torch.no_grad()
@@ -67,7 +86,12 @@ def evaluate(
             mse = ((out.recon_combined.float() - image) ** 2).mean(dim=(1, 2, 3))
             values = {"mse": mse}
             if "mask" in batch:
-                values.update(segmentation_metrics(batch["mask"].to(device), out.masks.float()))
+                true_ids = batch["mask"].to(device)
+                values.update(segmentation_metrics(true_ids, out.masks.float()))
+                # the same FG-ARI from the last iteration's attention instead of the decoder's
+                # masks: where they differ, the slots bind objects that the decoder splits
+                values["fg_ari_attn"] = segmentation_metrics(
+                    true_ids, attention_masks(out.attention, image.shape[-2:]))["fg_ari"]
             for key, v in values.items():
                 v = v.float().cpu()
                 finite = ~torch.isnan(v)
