@@ -291,3 +291,23 @@ def test_cli_cache_command(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--task", "set-prediction", "--split", "test"]) == 2
     assert not (out / "test").exists()
+
+
+def test_cli_cache_asks_generated_data_for_num_items(tmp_path, monkeypatch):
+    """A generated dataset is as long as its `num` option (default 10,000): `--num 20000` must
+    build 20,000 items, not fail for lack of them (spied: the kwargs build_dataset gets)."""
+    import slotlab.data.build as build
+
+    seen = []
+    real = build.build_dataset
+
+    def spy(spec, split="train", task="object_discovery", **options):
+        seen.append(options)
+        return real(spec, split, task, **options)
+
+    monkeypatch.setattr(build, "build_dataset", spy)
+    out = tmp_path / "cache"
+    assert main(["data", "cache", "procedural-sprites", "--out", str(out), "--num", "6",
+                 "--resolution", "16", "--workers", "0"]) == 0
+    assert seen[0] == {"resolution": (16, 16), "num": 6}
+    assert read_cache_meta(out, "train")["source_options"] == {"resolution": [16, 16]}

@@ -222,12 +222,15 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_cache(args: argparse.Namespace) -> int:
     """`slotlab data cache`: build the dataset, write its cache, report the throughput."""
-    from slotlab.data.build import build_dataset
+    from slotlab.data.build import NO_PATH_KINDS, build_dataset
     from slotlab.data.cache import DEFAULT_SHARD_SIZE, read_cache_meta, write_cache
 
     options = {} if args.resolution is None else {"resolution": args.resolution}
     task = args.task.replace("-", "_")
-    dataset = build_dataset(args.spec, args.split, task, **options)
+    build_options = dict(options)
+    if args.num and args.spec in NO_PATH_KINDS:  # generated data: as many items as asked for
+        build_options["num"] = args.num
+    dataset = build_dataset(args.spec, args.split, task, **build_options)
     start = time.perf_counter()
     path = write_cache(
         dataset,
