@@ -57,6 +57,15 @@ def metric_name(records: list[dict]) -> str:
     return "fg_ari" if "fg_ari" in records[0] else "ap_inf"
 
 
+def summary(records: list[dict], metric: str) -> str:
+    """"mean ± std (min)" of `metric` over the records (one per seed), NaNs left out."""
+    values = [r[metric] for r in records if not math.isnan(r[metric])]
+    if not values:
+        return "nan"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {spread:.3f} ({min(values):.3f})"
+
+
 def table(results: dict[str, dict[int, list[dict]]], metrics: list[str]) -> str:
     rows = ["| variant | step | minutes | images | " + " | ".join(
         f"{m} mean ± std (min)" for m in metrics) + " |",
@@ -71,12 +80,7 @@ def table(results: dict[str, dict[int, list[dict]]], metrics: list[str]) -> str:
             rows_at.append(("end (" + "/".join(str(r["step"]) for r in finals) + ")", finals))
         for label, at in rows_at:
             minutes = statistics.mean(r["train_minutes"] for r in at)
-            cells = []
-            for m in metrics:
-                values = [r[m] for r in at if not math.isnan(r[m])]
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f} ({min(values):.3f})"
-                             if values else "nan")
+            cells = [summary(at, m) for m in metrics]
             images = round(statistics.mean(r["images_seen"] for r in at))
             rows.append(f"| {variant} | {label} | {minutes:.1f} | {images} | "
                         + " | ".join(cells) + " |")
@@ -113,12 +117,7 @@ def test_time_table(out: Path, variants: list[str], seeds: list[int],
                     model, dataset, cfg.task, num=cfg.eval_num, seed=cfg.seed, bf16=cfg.bf16,
                     num_slots=k, num_iterations=t))
         for (k, t), recs in by_setting.items():
-            cells = []
-            for m in metrics:
-                values = [r[m] for r in recs if not math.isnan(r[m])]
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f} ({min(values):.3f})"
-                             if values else "nan")
+            cells = [summary(recs, m) for m in metrics]
             rows.append(f"| {variant} | {k} | {t} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
