@@ -49,6 +49,11 @@ def run_one(preset: str, variant: str, seed: int, minutes: float, eval_every: in
                       **overrides, **extra)
     run_dir = out / variant / f"seed{seed}"
     train(cfg, run_dir, progress=False)
+    return eval_records(run_dir)
+
+
+def eval_records(run_dir: Path) -> list[dict]:
+    """The evaluation records of a run's metrics.jsonl (the lines with a "split")."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "split" in r]
 
@@ -177,9 +182,7 @@ def main() -> None:
         results[variant] = {}
         for seed in args.seeds:
             if args.report_only:
-                lines = (args.out / variant / f"seed{seed}" / "metrics.jsonl").read_text()
-                results[variant][seed] = [r for r in map(json.loads, lines.splitlines())
-                                          if "split" in r]
+                results[variant][seed] = eval_records(args.out / variant / f"seed{seed}")
                 continue
             print(f"== {variant}, seed {seed}, {args.minutes} min", file=sys.stderr)
             results[variant][seed] = run_one(args.preset, variant, seed, args.minutes,

@@ -296,8 +296,7 @@ def main() -> None:
     if args.modes:
         modes = args.modes
     elif cuda:
-        modes = ["fp32", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-cl-compile",
-                 "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
+        modes = [m for m in MODES if m != "fp32-cl"]
     else:
         modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if cpu_has_bf16() else [])
     dev = torch.device(device)

@@ -325,6 +325,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         raise ConfigError(f"batch size {cfg.batch_size} is not divisible by the "
                           f"{dist_info.world_size} processes")
     local_batch = cfg.batch_size // dist_info.world_size
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ConfigError("cuda_graphs needs a CUDA device")
     if dist_info.is_main:
         prepare_run_dir(run_dir, cfg)
     if dist_info.enabled:
@@ -358,8 +360,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         pad = 8 if device.type == "cuda" else 0
     if pad and hasattr(model, "pad_last_layer"):
         model.pad_last_layer(pad)
-    if cfg.cuda_graphs and device.type != "cuda":
-        raise ConfigError("cuda_graphs needs a CUDA device")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-8)
     noise_generator = torch.Generator().manual_seed(cfg.seed + 1)
     num_slots, slot_size = model.slot_attention.num_slots, model.slot_attention.slot_size
