@@ -10,7 +10,8 @@ mean ± std over seeds and the worst seed) and writes a PNG plot.
 
 Variants: baseline (the preset as it is), implicit (implicit differentiation), learned (BO-QSA
 learned slot initialisation), gaussian (the paper's Gaussian slot initialisation), clip
-(gradient-norm clipping at 0.05, as Invariant Slot Attention).
+(gradient-norm clipping at 0.05, as Invariant Slot Attention), invariant (Invariant Slot
+Attention: slot-centric position and scale frames).
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
 table and draws the plot of the runs already there. `--test-time 5:3 9:5` also evaluates each final
@@ -33,6 +34,7 @@ VARIANTS = {
     "learned": {"model": {"slot_init": "learned"}},
     "gaussian": {"model": {"slot_init": "gaussian"}},
     "clip": {"grad_clip": 0.05},
+    "invariant": {"model": {"invariant": True}},
 }
 
 

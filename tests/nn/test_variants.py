@@ -78,7 +78,7 @@ def test_test_time_slots_and_iterations():
 
 
 @pytest.mark.parametrize("extra", [["--implicit-diff"], ["--slot-init", "learned"],
-                                   ["--grad-clip", "0.05"]])
+                                   ["--grad-clip", "0.05"], ["--invariant"]])
 def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     data = write_folder(tmp_path / "data")
     preset = write_preset(tmp_path / "tiny.yaml")
@@ -98,6 +98,7 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
         assert config["implicit_differentiation"] is True
     if "learned" in extra:
         assert config["slot_init"] == "learned"
+    assert config.get("invariant", False) is ("--invariant" in extra)
     assert calls == ([0.05] * 6 if "--grad-clip" in extra else [])
     capsys.readouterr()
     assert main(["eval", str(run), "--num", "8", "--json", "--num-iterations", "5"]) == 0
@@ -110,3 +111,64 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     else:
         assert main(["eval", str(run), "--num", "8", "--json", "--num-slots", "6"]) == 0
         assert json.loads(capsys.readouterr().out)["num_slots"] == 6
+
+
+def make_invariant(**kw):
+    from slotlab.nn import InvariantSlotAttention
+
+    torch.manual_seed(0)
+    return InvariantSlotAttention(num_slots=4, num_iterations=3, slot_size=16, mlp_hidden_size=32,
+                                  grid_size=(5, 6), input_size=8, **kw)
+
+
+def test_invariant_frames_are_the_attention_moments():
+    sa = make_invariant()
+    x = torch.randn(2, 30, 8)
+    slots, attn, maps, positions, scales = sa(x, noise=torch.randn(2, 4, 16),
+                                              return_all_attention=True)
+    assert slots.shape == (2, 4, 16) and attn.shape == (2, 4, 30) and len(maps) == 3
+    weights = attn + sa.epsilon
+    weights = weights / weights.sum(dim=2, keepdim=True)  # [B, K, N]
+    grid = sa.grid  # [N, 2] in [-1, 1], row-major
+    assert grid[0].tolist() == [-1.0, -1.0] and grid[-1].tolist() == [1.0, 1.0]
+    mean = weights @ grid
+    torch.testing.assert_close(positions, mean)
+    std = (weights @ grid.square() - mean.square()).clamp_min(0).sqrt().clamp(sa.min_scale, 2)
+    torch.testing.assert_close(scales, std, atol=1e-5, rtol=1e-4)
+
+
+def test_invariant_slots_see_inputs_in_their_own_frame():
+    """The keys depend on the slot's position: moving one slot's initial position changes what
+    it attends to; the relative-position projection and the key MLP get gradient."""
+    sa = make_invariant(slot_init="learned")
+    x = torch.randn(1, 30, 8)
+    _, attn_a, *_ = sa(x, num_iterations=1)
+    sa.init_positions[0, 0] = -sa.init_positions[0, 0]
+    _, attn_b, *_ = sa(x, num_iterations=1)
+    assert not torch.allclose(attn_a[0, 0], attn_b[0, 0], atol=1e-4)
+    slots, *_ = sa(x)
+    g = grads(sa, slots.square().sum())
+    for name in ("project_grid.weight", "frame_mlp.1.weight", "slots_queries"):
+        assert g[name] is not None and g[name].abs().sum() > 0, name
+    assert "init_positions" in sa.state_dict()  # the fixed initial frames travel with the model
+
+
+def test_invariant_decoder_draws_in_the_slot_frame():
+    """Moving a slot's position by whole pixels moves its rendering by the same pixels (away
+    from the border, where the convolutions see padding); the plain model has no such frame."""
+    model = SlotAttentionAutoEncoder(**{**TINY_MODEL, "decoder_strides": [1, 1, 1]},
+                                     invariant=True)
+    assert model.encoder_pos is None
+    slots = torch.randn(1, 1, 16)
+    positions, scales = torch.tensor([[[0.1, -0.2]]]), torch.tensor([[[0.3, 0.4]]])
+    step = 2.0 / 31  # one pixel of a 32-pixel grid in [-1, 1] coordinates
+    rgb_a, alpha_a = model.decode(slots, positions, scales)
+    rgb_b, alpha_b = model.decode(slots, positions + torch.tensor([3 * step, 5 * step]), scales)
+    a = torch.cat([rgb_a, alpha_a], dim=2)[0, 0]  # [4, 32, 32]
+    b = torch.cat([rgb_b, alpha_b], dim=2)[0, 0]
+    torch.testing.assert_close(b[:, 3 + 8 : 24, 5 + 8 : 24], a[:, 8 : 24 - 3, 8 : 24 - 5],
+                               atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(a[:, 8:24, 8:24], b[:, 8:24, 8:24], atol=1e-3)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.positions.shape == (2, 4, 2) and out.scales.shape == (2, 4, 2)
+    assert out.masks.shape == (2, 4, 1, 32, 32)

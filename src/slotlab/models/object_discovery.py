@@ -32,7 +32,7 @@ from slotlab.nn.layers import (
     dense,
     layer_norm,
 )
-from slotlab.nn.slot_attention import SlotAttention
+from slotlab.nn.slot_attention import InvariantSlotAttention, SlotAttention, coordinate_grid
 
 
 @dataclass
@@ -45,6 +45,8 @@ class ObjectDiscoveryOutput:
     slots: torch.Tensor  # [B, K, D]
     attention: torch.Tensor  # [B, K, N] last iteration, softmax over slots
     attention_per_iteration: list[torch.Tensor] | None = None  # T x [B, K, N] if asked
+    positions: torch.Tensor | None = None  # [B, K, 2] slot positions (invariant model only)
+    scales: torch.Tensor | None = None  # [B, K, 2] slot scales (invariant model only)
 
 
 def conv_encoder(
@@ -61,15 +63,17 @@ def conv_encoder(
 def encode(
     image: torch.Tensor,
     encoder_cnn: nn.ModuleList,
-    encoder_pos: SoftPositionEmbed,
+    encoder_pos: SoftPositionEmbed | None,
     norm: nn.LayerNorm,
     mlp: nn.Sequential,
 ) -> torch.Tensor:
-    """CNN + position embedding + flatten + LayerNorm + MLP: [B, C, H, W] -> [B, N, D]."""
+    """CNN + position embedding (none: Invariant Slot Attention adds positions per slot) +
+    flatten + LayerNorm + MLP: [B, C, H, W] -> [B, N, D]."""
     x = image
     for conv in encoder_cnn:
         x = F.relu(conv(x))
-    x = encoder_pos(x)  # [B, C, H', W']
+    if encoder_pos is not None:
+        x = encoder_pos(x)  # [B, C, H', W']
     x = x.flatten(2).transpose(1, 2)  # [B, N, C]
     return mlp(norm(x))
 
@@ -102,6 +106,10 @@ class SlotAttentionAutoEncoder(nn.Module):
         decoder_channels: channels of the hidden decoder layers (5x5, ReLU).
         decoder_strides: stride of each hidden decoder layer; a last 3x3 layer outputs RGB + alpha.
         epsilon: Slot Attention's epsilon.
+        implicit_differentiation, slot_init: Slot Attention variants (see `SlotAttention`).
+        invariant: Invariant Slot Attention (ISA-TS, Biza et al. 2023): no absolute position
+            embedding; each slot has a position and scale, the attention sees the inputs and the
+            decoder draws the slot in that slot-centric frame (`InvariantSlotAttention`).
     """
 
     def __init__(
@@ -122,6 +130,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         epsilon: float = 1e-8,
         implicit_differentiation: bool = False,
         slot_init: str = "gaussian",
+        invariant: bool = False,
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -141,6 +150,9 @@ class SlotAttentionAutoEncoder(nn.Module):
             decoder_kernel_size=decoder_kernel_size, epsilon=epsilon,
             implicit_differentiation=implicit_differentiation, slot_init=slot_init,
         )
+        if invariant:
+            self.config["invariant"] = True
+        self.invariant = invariant
         self.resolution = resolution
         self.num_slots = num_slots
         self.num_channels = num_channels
@@ -161,15 +173,23 @@ class SlotAttentionAutoEncoder(nn.Module):
         self.encoder_cnn = conv_encoder(
             num_channels, tuple(encoder_channels), encoder_kernel_size, tuple(encoder_strides)
         )
-        self.encoder_pos = SoftPositionEmbed(hidden, feature_size)
+        self.encoder_pos = None if invariant else SoftPositionEmbed(hidden, feature_size)
         self.layer_norm = layer_norm(hidden)
         self.mlp = nn.Sequential(dense(hidden, slot_size), nn.ReLU(), dense(slot_size, slot_size))
-        self.slot_attention = SlotAttention(
+        sa_args = dict(
             num_slots=num_slots, num_iterations=num_iterations, slot_size=slot_size,
             mlp_hidden_size=mlp_hidden_size, epsilon=epsilon, input_size=slot_size,
             implicit_differentiation=implicit_differentiation, slot_init=slot_init,
         )
-        self.decoder_pos = SoftPositionEmbed(slot_size, decoder_initial_size)
+        if invariant:
+            self.slot_attention = InvariantSlotAttention(grid_size=feature_size, **sa_args)
+            # the decoder's position code: slot-relative coordinates, projected to D
+            self.decoder_pos = dense(2, slot_size)
+            self.register_buffer("decoder_grid", coordinate_grid(decoder_initial_size),
+                                 persistent=False)
+        else:
+            self.slot_attention = SlotAttention(**sa_args)
+            self.decoder_pos = SoftPositionEmbed(slot_size, decoder_initial_size)
         layers, c_in = [], slot_size
         for c_out, s in zip(decoder_channels, decoder_strides, strict=True):
             layers.append(ConvTranspose2dSame(c_in, c_out, decoder_kernel_size, s))
@@ -186,12 +206,22 @@ class SlotAttentionAutoEncoder(nn.Module):
         """image [B, C, H, W] -> Slot Attention inputs [B, N, D]."""
         return encode(image, self.encoder_cnn, self.encoder_pos, self.layer_norm, self.mlp)
 
-    def decode(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """slots [B, K, D] -> recons [B, K, C, H, W], mask logits [B, K, 1, H, W]."""
+    def decode(
+        self, slots: torch.Tensor, positions: torch.Tensor | None = None,
+        scales: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """slots [B, K, D] (and for the invariant model their positions and scales [B, K, 2])
+        -> recons [B, K, C, H, W], mask logits [B, K, 1, H, W]."""
         b, k, d = slots.shape
         h, w = self.decoder_initial_size
         x = slots.reshape(b * k, d, 1, 1).expand(b * k, d, h, w)  # spatial broadcast
-        x = self.decoder_pos(x)
+        if self.invariant:  # position code in each slot's frame: (grid - S_p) / S_s
+            rel = (self.decoder_grid[None] - positions.reshape(b * k, 1, 2)) / scales.reshape(
+                b * k, 1, 2)  # [B*K, h*w, 2]
+            pos = self.decoder_pos(rel.to(x.dtype))  # [B*K, h*w, D]
+            x = x + pos.transpose(1, 2).reshape(b * k, d, h, w)
+        else:
+            x = self.decoder_pos(x)
         for layer in self.decoder_cnn[:-1]:
             x = F.relu(layer(x))
         x = self.decoder_cnn[-1](x)  # [B*K, C+1, H, W]
@@ -214,9 +244,11 @@ class SlotAttentionAutoEncoder(nn.Module):
             return_all_attention=return_all_attention, num_iterations=num_iterations,
         )
         slots, attention = sa[0], sa[1]
-        recons, mask_logits = self.decode(slots)
+        positions, scales = (sa[3], sa[4]) if self.invariant else (None, None)
+        recons, mask_logits = self.decode(slots, positions, scales)
         recons, masks, recon_combined = combine_slots(recons, mask_logits)
         return ObjectDiscoveryOutput(
             recon_combined=recon_combined, recons=recons, masks=masks, slots=slots,
             attention=attention, attention_per_iteration=sa[2] if return_all_attention else None,
+            positions=positions, scales=scales,
         )

@@ -7,11 +7,12 @@ from slotlab.nn.layers import (
     build_grid,
     same_padding,
 )
-from slotlab.nn.slot_attention import SlotAttention
+from slotlab.nn.slot_attention import InvariantSlotAttention, SlotAttention
 
 __all__ = [
     "Conv2dSame",
     "ConvTranspose2dSame",
+    "InvariantSlotAttention",
     "SlotAttention",
     "SoftPositionEmbed",
     "build_grid",

@@ -191,3 +191,141 @@ class SlotAttention(nn.Module):
         slots = self.gru(updates.reshape(-1, d), slots_prev.reshape(-1, d)).reshape(slots.shape)
         slots = slots + self.mlp(self.norm_mlp(slots))
         return slots, attn.transpose(1, 2)
+
+
+def coordinate_grid(size: tuple[int, int]) -> torch.Tensor:
+    """Pixel-centre coordinates in [-1, 1] of an (h, w) grid, row-major: [h * w, 2] (row, col)."""
+    rows = torch.linspace(-1.0, 1.0, size[0])
+    cols = torch.linspace(-1.0, 1.0, size[1])
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+class InvariantSlotAttention(SlotAttention):
+    """Invariant Slot Attention, translation + scale (ISA-TS; Biza et al. 2023, "Invariant Slot
+    Attention: Object Discovery with Slot-Centric Reference Frames").
+
+    Each slot also carries a position S_p [B, K, 2] and a scale S_s [B, K, 2] in the [-1, 1]
+    coordinates of the input grid. The inputs carry no absolute position; instead every slot sees
+    the inputs through its own frame:
+
+        rel = (grid - S_p) / S_s                              # [B, K, N, 2]
+        k = f(k(inputs) + g(rel)),  v = f(v(inputs) + g(rel))  # [B, K, N, D], f an MLP, g linear
+        attn = softmax over slots of k . q(slots)
+        updates = weighted mean of v;  S_p = weighted mean of grid
+        S_s = weighted standard deviation of grid around S_p   (clipped to [min_scale, 2])
+        slots = GRU(updates, slots) + MLP(...)
+
+    What a slot encodes is then independent of where the object is and how large it is, and the
+    decoder renders each slot in the same frame: an object's shape is learned once for every
+    position. Initial frames: positions uniform in [-1, 1] (learned slot initialisation: one fixed
+    draw per slot, kept as a buffer), scales `init_scale`.
+
+    Args (beyond SlotAttention's): grid_size (h, w) of the inputs (N = h * w); init_scale;
+    min_scale.
+    """
+
+    def __init__(
+        self,
+        num_slots: int,
+        num_iterations: int,
+        slot_size: int,
+        mlp_hidden_size: int,
+        grid_size: tuple[int, int],
+        epsilon: float = 1e-8,
+        input_size: int | None = None,
+        implicit_differentiation: bool = False,
+        slot_init: str = "gaussian",
+        init_scale: float = 0.1,
+        min_scale: float = 0.01,
+    ):
+        super().__init__(num_slots, num_iterations, slot_size, mlp_hidden_size, epsilon,
+                         input_size, implicit_differentiation, slot_init)
+        self.init_scale, self.min_scale, self.max_scale = init_scale, min_scale, 2.0
+        self.register_buffer("grid", coordinate_grid(tuple(grid_size)), persistent=False)
+        self.project_grid = dense(2, slot_size)  # g
+        self.frame_mlp = nn.Sequential(  # f, shared by keys and values
+            layer_norm(slot_size), dense(slot_size, slot_size), nn.ReLU(),
+            dense(slot_size, slot_size))
+        if slot_init == "learned":
+            self.register_buffer("init_positions", torch.rand(1, num_slots, 2) * 2 - 1)
+
+    def initial_frames(
+        self, batch_size: int, num_slots: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Initial positions [B, K, 2] and scales [B, K, 2]."""
+        if self.slot_init == "learned":
+            positions = self.init_positions.expand(batch_size, -1, -1)
+        else:
+            positions = torch.rand(batch_size, num_slots, 2, device=device) * 2 - 1
+        scales = torch.full((batch_size, num_slots, 2), self.init_scale, device=device)
+        return positions, scales
+
+    def forward(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        slots: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        num_slots: int | None = None,
+        return_all_attention: bool = False,
+        num_iterations: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """inputs [B, N, D_in] (no position embedding) -> slots [B, K, D], last attention
+        [B, K, N], the T attention maps (empty unless asked), positions [B, K, 2], scales
+        [B, K, 2]."""
+        b = inputs.shape[0]
+        if slots is None:
+            k_slots = num_slots or (noise.shape[1] if noise is not None else self.num_slots)
+            if self.slot_init == "learned" and num_slots is None:
+                k_slots = self.num_slots
+            slots = self.initial_slots(b, k_slots, noise)
+        init = slots
+        positions, scales = self.initial_frames(b, slots.shape[1], inputs.device)
+        iterations = self.num_iterations if num_iterations is None else num_iterations
+
+        inputs = self.norm_inputs(inputs)
+        k_in = self.project_k(inputs)[:, None]  # [B, 1, N, D]
+        v_in = self.project_v(inputs)[:, None]
+        scale = self.slot_size**-0.5
+
+        attentions = []
+        for t in range(iterations):
+            if t == iterations - 1 and t > 0:
+                if self.slot_init == "learned":  # BO-QSA: straight-through to the queries
+                    slots = slots.detach() + init - init.detach()
+                elif self.implicit_differentiation:
+                    slots = slots.detach()
+                if self.slot_init == "learned" or self.implicit_differentiation:
+                    positions, scales = positions.detach(), scales.detach()
+            slots, attn, positions, scales = self.frame_step(
+                slots, positions, scales, k_in, v_in, scale)
+            attentions.append(attn)
+        return slots, attentions[-1], attentions if return_all_attention else [], positions, scales
+
+    def frame_step(
+        self, slots: torch.Tensor, positions: torch.Tensor, scales: torch.Tensor,
+        k_in: torch.Tensor, v_in: torch.Tensor, scale: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One iteration in the slots' frames; returns slots, attention [B, K, N], positions,
+        scales."""
+        slots_prev = slots
+        grid = self.grid.to(k_in.dtype)  # [N, 2]
+        rel = (grid[None, None] - positions[:, :, None]) / scales[:, :, None]  # [B, K, N, 2]
+        rel_embed = self.project_grid(rel.to(k_in.dtype))
+        k = self.frame_mlp(k_in + rel_embed)  # [B, K, N, D]
+        v = self.frame_mlp(v_in + rel_embed)
+        q = self.project_q(self.norm_slots(slots)) * scale  # [B, K, D]
+        with torch.autocast(k.device.type, enabled=False):
+            logits = torch.einsum("bknd,bkd->bnk", k.float(), q.float())  # [B, N, K]
+            attn = logits.softmax(dim=-1)  # softmax over slots
+            weights = attn + self.epsilon
+            weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
+            updates = torch.einsum("bnk,bknd->bkd", weights, v.float())  # [B, K, D]
+            grid = self.grid.float()
+            positions = torch.einsum("bnk,nc->bkc", weights, grid)  # [B, K, 2]
+            spread = (grid[None, None] - positions[:, :, None]) ** 2  # [B, K, N, 2]
+            scales = torch.einsum("bnk,bknc->bkc", weights, spread).clamp_min(1e-12).sqrt()
+            scales = scales.clamp(self.min_scale, self.max_scale)
+        d = self.slot_size
+        slots = self.gru(updates.reshape(-1, d), slots_prev.reshape(-1, d)).reshape(slots.shape)
+        slots = slots + self.mlp(self.norm_mlp(slots))
+        return slots, attn.transpose(1, 2), positions, scales

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="implicit differentiation: detach slots before the last iteration")
     p.add_argument("--slot-init", choices=["gaussian", "learned"],
                    help="slot initialisation: gaussian (official) or learned (BO-QSA)")
+    p.add_argument("--invariant", action="store_true", default=None,
+                   help="Invariant Slot Attention (slot-centric position and scale frames; "
+                   "object discovery)")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-num", type=int)
     p.add_argument("--image-every", type=int)
@@ -104,6 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
             model[key] = getattr(args, key)
     if args.implicit_diff:
         model["implicit_differentiation"] = True
+    if args.invariant:
+        model["invariant"] = True
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
