@@ -145,12 +145,8 @@ class SlotAttention(nn.Module):
             slots [B, K, D], the last attention map [B, K, N] (softmax over slots, before the
             epsilon and the weighted-mean renormalisation), and, if asked, the list of the T maps.
         """
-        b = inputs.shape[0]
         if slots is None:
-            k_slots = num_slots or (noise.shape[1] if noise is not None else self.num_slots)
-            if self.slot_init == "learned" and num_slots is None:
-                k_slots = self.num_slots  # noise (if any) is ignored
-            slots = self.initial_slots(b, k_slots, noise)
+            slots = self.start_slots(inputs.shape[0], noise, num_slots)
         init = slots
         iterations = self.num_iterations if num_iterations is None else num_iterations
 
@@ -162,15 +158,31 @@ class SlotAttention(nn.Module):
         attentions = []
         for t in range(iterations):
             if t == iterations - 1 and t > 0:
-                if self.slot_init == "learned":  # BO-QSA: straight-through to the queries
-                    slots = slots.detach() + init - init.detach()
-                elif self.implicit_differentiation:
-                    slots = slots.detach()
+                slots = self.before_last_iteration(slots, init)
             slots, attn = self.step(slots, k, v, scale)
             attentions.append(attn)
         if return_all_attention:
             return slots, attentions[-1], attentions
         return slots, attentions[-1]
+
+    def start_slots(
+        self, batch_size: int, noise: torch.Tensor | None, num_slots: int | None
+    ) -> torch.Tensor:
+        """The initial slots [B, K, D]: K = `num_slots`, else the noise's K, else the model's;
+        learned initial slots ignore the noise."""
+        k_slots = num_slots or (noise.shape[1] if noise is not None else self.num_slots)
+        if self.slot_init == "learned" and num_slots is None:
+            k_slots = self.num_slots
+        return self.initial_slots(batch_size, k_slots, noise)
+
+    def before_last_iteration(self, slots: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+        """The variants' cut before the last iteration: BO-QSA detaches the slots and passes the
+        gradient straight through to the initial queries; implicit differentiation detaches."""
+        if self.slot_init == "learned":
+            return slots.detach() + init - init.detach()
+        if self.implicit_differentiation:
+            return slots.detach()
+        return slots
 
     def step(
         self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
@@ -274,10 +286,7 @@ class InvariantSlotAttention(SlotAttention):
         [B, K, 2]."""
         b = inputs.shape[0]
         if slots is None:
-            k_slots = num_slots or (noise.shape[1] if noise is not None else self.num_slots)
-            if self.slot_init == "learned" and num_slots is None:
-                k_slots = self.num_slots
-            slots = self.initial_slots(b, k_slots, noise)
+            slots = self.start_slots(b, noise, num_slots)
         init = slots
         positions, scales = self.initial_frames(b, slots.shape[1], inputs.device)
         iterations = self.num_iterations if num_iterations is None else num_iterations
@@ -290,10 +299,7 @@ class InvariantSlotAttention(SlotAttention):
         attentions = []
         for t in range(iterations):
             if t == iterations - 1 and t > 0:
-                if self.slot_init == "learned":  # BO-QSA: straight-through to the queries
-                    slots = slots.detach() + init - init.detach()
-                elif self.implicit_differentiation:
-                    slots = slots.detach()
+                slots = self.before_last_iteration(slots, init)
                 if self.slot_init == "learned" or self.implicit_differentiation:
                     positions, scales = positions.detach(), scales.detach()
             slots, attn, positions, scales = self.frame_step(
