@@ -94,6 +94,32 @@ def table(results: dict[str, dict[int, list[dict]]], metrics: list[str]) -> str:
     return "\n".join(rows)
 
 
+def compare_table(run_dirs: list[Path], minutes: float) -> str:
+    """One row per run directory (any settings): training images/s, when the metric first
+    passes 0.5 ("binds"), its value nearest 10 minutes, the best and the last value within
+    `minutes` of training."""
+    rows = ["| run | images/s | binds (> 0.5) | at ~10 min | best | at the end |",
+            "|---|---|---|---|---|---|"]
+    for run_dir in run_dirs:
+        records = [r for r in eval_records(run_dir) if r["train_minutes"] <= minutes + 0.05]
+        if not records:
+            rows.append(f"| {run_dir} | no evaluation within {minutes} min | | | | |")
+            continue
+        metric = metric_name(records)
+        bind = next((r for r in records if r[metric] > 0.5), None)
+        near = min(records, key=lambda r: abs(r["train_minutes"] - 10))
+        best = max(records, key=lambda r: r[metric])
+        last = records[-1]
+        rate = last["images_seen"] / (60 * last["train_minutes"])
+        cells = [f"{rate:.0f}",
+                 f"{bind['train_minutes']:.1f} min (step {bind['step']})" if bind else "no",
+                 f"{near[metric]:.3f} at {near['train_minutes']:.1f} min",
+                 f"{best[metric]:.3f} at {best['train_minutes']:.1f} min",
+                 f"{last[metric]:.3f} at {last['train_minutes']:.1f} min"]
+        rows.append(f"| {run_dir} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def test_time_table(out: Path, variants: list[str], seeds: list[int],
                     settings: list[tuple[int, int]], metrics: list[str]) -> str:
     """Evaluate each run's final model with other slot counts K and iterations T than it was
@@ -161,6 +187,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["baseline"], choices=list(VARIANTS))
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="train nothing: one summary row per run directory (runs of any "
+                        "settings), within --minutes")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: table and plot from the runs already under OUT")
     parser.add_argument("--test-time", nargs="+", default=[], metavar="K:T",
@@ -171,6 +200,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads per run (e.g. 1 when running seeds side by side)")
     args = parser.parse_args()
+    if args.compare:
+        print(compare_table(args.compare, args.minutes))
+        return
     extra = {"data": args.data} if args.data else {}
     if args.bf16:
         extra["bf16"] = True
