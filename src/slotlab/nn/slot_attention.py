@@ -184,6 +184,13 @@ class SlotAttention(nn.Module):
             return slots.detach()
         return slots
 
+    def attention_weights(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits [B, N, K] -> the attention (softmax over slots) and the weights of the
+        weighted mean over inputs (attention + epsilon, normalised over N), both [B, N, K]."""
+        attn = logits.softmax(dim=-1)
+        weights = attn + self.epsilon
+        return attn, weights / weights.sum(dim=1, keepdim=True)
+
     def step(
         self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,9 +202,7 @@ class SlotAttention(nn.Module):
         # it costs O(N K D), nothing next to the convolutions. (No-op casts in float32.)
         with torch.autocast(k.device.type, enabled=False):
             logits = torch.einsum("bnd,bkd->bnk", k.float(), q.float())  # [B, N, K]
-            attn = logits.softmax(dim=-1)  # softmax over slots
-            weights = attn + self.epsilon
-            weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
+            attn, weights = self.attention_weights(logits)
             updates = torch.einsum("bnk,bnd->bkd", weights, v.float())  # [B, K, D]
         d = self.slot_size
         slots = self.gru(updates.reshape(-1, d), slots_prev.reshape(-1, d)).reshape(slots.shape)
@@ -322,9 +327,7 @@ class InvariantSlotAttention(SlotAttention):
         q = self.project_q(self.norm_slots(slots)) * scale  # [B, K, D]
         with torch.autocast(k.device.type, enabled=False):
             logits = torch.einsum("bknd,bkd->bnk", k.float(), q.float())  # [B, N, K]
-            attn = logits.softmax(dim=-1)  # softmax over slots
-            weights = attn + self.epsilon
-            weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
+            attn, weights = self.attention_weights(logits)
             updates = torch.einsum("bnk,bknd->bkd", weights, v.float())  # [B, K, D]
             grid = self.grid.float()
             positions = torch.einsum("bnk,nc->bkc", weights, grid)  # [B, K, 2]
