@@ -32,7 +32,12 @@ from slotlab.nn.layers import (
     dense,
     layer_norm,
 )
-from slotlab.nn.slot_attention import InvariantSlotAttention, SlotAttention, coordinate_grid
+from slotlab.nn.slot_attention import (
+    InvariantSlotAttention,
+    SlotAttention,
+    coordinate_grid,
+    relative_grid,
+)
 
 
 @dataclass
@@ -216,9 +221,8 @@ class SlotAttentionAutoEncoder(nn.Module):
         h, w = self.decoder_initial_size
         x = slots.reshape(b * k, d, 1, 1).expand(b * k, d, h, w)  # spatial broadcast
         if self.invariant:  # position code in each slot's frame: (grid - S_p) / S_s
-            rel = (self.decoder_grid[None] - positions.reshape(b * k, 1, 2)) / scales.reshape(
-                b * k, 1, 2)  # [B*K, h*w, 2]
-            pos = self.decoder_pos(rel.to(x.dtype))  # [B*K, h*w, D]
+            rel = relative_grid(self.decoder_grid, positions, scales)  # [B, K, h*w, 2]
+            pos = self.decoder_pos(rel.reshape(b * k, h * w, 2).to(x.dtype))  # [B*K, h*w, D]
             x = x + pos.transpose(1, 2).reshape(b * k, d, h, w)
         else:
             x = self.decoder_pos(x)

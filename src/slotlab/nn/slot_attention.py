@@ -217,6 +217,14 @@ def coordinate_grid(size: tuple[int, int]) -> torch.Tensor:
     return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
+def relative_grid(
+    grid: torch.Tensor, positions: torch.Tensor, scales: torch.Tensor
+) -> torch.Tensor:
+    """Grid coordinates [N, 2] in each slot's frame, (grid - S_p) / S_s, for positions and scales
+    [B, K, 2]: [B, K, N, 2]."""
+    return (grid[None, None] - positions[:, :, None]) / scales[:, :, None]
+
+
 class InvariantSlotAttention(SlotAttention):
     """Invariant Slot Attention, translation + scale (ISA-TS; Biza et al. 2023, "Invariant Slot
     Attention: Object Discovery with Slot-Centric Reference Frames").
@@ -319,8 +327,7 @@ class InvariantSlotAttention(SlotAttention):
         """One iteration in the slots' frames; returns slots, attention [B, K, N], positions,
         scales."""
         slots_prev = slots
-        grid = self.grid.to(k_in.dtype)  # [N, 2]
-        rel = (grid[None, None] - positions[:, :, None]) / scales[:, :, None]  # [B, K, N, 2]
+        rel = relative_grid(self.grid, positions, scales)  # [B, K, N, 2]
         rel_embed = self.project_grid(rel.to(k_in.dtype))
         k = self.frame_mlp(k_in + rel_embed)  # [B, K, N, D]
         v = self.frame_mlp(v_in + rel_embed)
