@@ -107,6 +107,7 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any]] | None:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """A model in eval mode from a RUN_DIR (newest checkpoint, else RUN_DIR/model) or a MODEL_DIR.
+    A run trained with `ema_decay` gives its averaged weights, the ones it evaluated and saved.
 
     Returns (model, info) with info["task"], info["data"] (training data spec or None),
     info["step"] (or None) and info["config"] (the run's TrainConfig as a dict, or None).
@@ -137,7 +138,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise CheckpointError(f"{path} has no checkpoint yet")
     step, state = latest
     model = build_model(cfg.task, **cfg.model)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("ema", state["model"]))
     model.to(device).eval()
     return model, {"task": cfg.task, "data": cfg.data, "step": step, "config": cfg.to_dict()}
 

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-iterations", type=int)
     p.add_argument("--resolution", type=_resolution, help="model and data resolution, e.g. 64")
     p.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
+    p.add_argument("--ema-decay", type=float, metavar="D",
+                   help="evaluate and save an exponential moving average of the weights "
+                   "(e.g. 0.999)")
     p.add_argument("--implicit-diff", action="store_true", default=None,
                    help="implicit differentiation: detach slots before the last iteration")
     p.add_argument("--slot-init", choices=["gaussian", "learned"],
@@ -59,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--invariant", action="store_true", default=None,
                    help="Invariant Slot Attention (slot-centric position and scale frames; "
                    "object discovery)")
+    p.add_argument("--decoder-frequencies", type=int, metavar="F",
+                   help="with --invariant: sin/cos of the slot-relative coordinates at F "
+                   "frequencies in the decoder's position code")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-num", type=int)
     p.add_argument("--image-every", type=int)
@@ -109,11 +115,13 @@ def run_train(args: argparse.Namespace) -> int:
         model["implicit_differentiation"] = True
     if args.invariant:
         model["invariant"] = True
+    if args.decoder_frequencies is not None:
+        model["decoder_frequencies"] = args.decoder_frequencies
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
               "seed", "device", "bf16", "compile", "cuda_graphs", "pad_last_layer",
-              "channels_last", "num_workers", "grad_clip",
+              "channels_last", "num_workers", "grad_clip", "ema_decay",
               "eval_every", "eval_num", "image_every", "checkpoint_every", "log_every",
               "deterministic", "max_minutes")
     cfg = make_config(preset, task=task, model=model, data_options=data_options,

@@ -43,6 +43,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for CUDA, and for set prediction on the CPU
     num_workers: int | None = None
     grad_clip: float | None = None
+    ema_decay: float | None = None  # evaluate and save an EMA of the weights (train/ema.py)
     log_every: int = 100
     eval_every: int = 5_000
     eval_num: int = 256
@@ -99,6 +100,8 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     for name in ("batch_size", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         if int(getattr(cfg, name)) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
+        raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.999), got {cfg.ema_decay}")
     return cfg
 
 

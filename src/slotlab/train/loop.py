@@ -49,6 +49,7 @@ from slotlab.train.checkpoint import (
     save_checkpoint,
 )
 from slotlab.train.config import TrainConfig, config_from_dict, learning_rate
+from slotlab.train.ema import ema_decay_at, make_ema, update_ema
 from slotlab.train.evaluate import evaluate
 from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
 
@@ -360,6 +361,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
         pad = 8 if device.type == "cuda" else 0
     if pad and hasattr(model, "pad_last_layer"):
         model.pad_last_layer(pad)
+    ema = make_ema(model) if cfg.ema_decay else None  # the weights evaluated and saved
+    shown = model if ema is None else ema
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-8)
     noise_generator = torch.Generator().manual_seed(cfg.seed + 1)
     num_slots, slot_size = model.slot_attention.num_slots, model.slot_attention.slot_size
@@ -369,6 +372,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     if latest is not None:
         step, state = latest
         model.load_state_dict(state["model"])
+        if ema is not None:  # a run that had no EMA yet starts it from the current weights
+            ema.load_state_dict(state.get("ema", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         noise_generator.set_state(state["noise_generator"])
@@ -416,6 +421,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                 "rng": rng_state(), "noise_generator": noise_generator.get_state(),
                 "train_seconds": train_seconds,
                 "config": cfg.to_dict(),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
             }, keep=cfg.keep_checkpoints)
 
     from tqdm import tqdm
@@ -461,6 +467,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if ema is not None:
+                update_ema(ema, model, ema_decay_at(cfg.ema_decay, step + 1))
             step += 1
             images_since += cfg.batch_size
             bar.update(1)
@@ -504,7 +512,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                 if checkpoint_now:
                     checkpoint()
                 if eval_now:
-                    last = evaluate(model, eval_set, cfg.task, num=cfg.eval_num,
+                    last = evaluate(shown, eval_set, cfg.task, num=cfg.eval_num,
                                     batch_size=min(cfg.batch_size, 64), seed=cfg.seed,
                                     device=device)
                     log.log({"step": step, "split": eval_split, "train_minutes": minutes,
@@ -512,7 +520,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                     bar.write(f"step {step} eval ({eval_split}): " + ", ".join(
                         f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float)))
                 if image_now:
-                    save_pictures(model, eval_set, cfg,
+                    save_pictures(shown, eval_set, cfg,
                                   run_dir / "images" / f"step_{step:08d}.png", device)
             if stopping:
                 if dist_info.is_main:
@@ -532,7 +540,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             log.close()
         signal.signal(signal.SIGTERM, previous_handler)
     if finished and dist_info.is_main:
-        save_pretrained(model, run_dir / MODEL_DIR, step=step, data=cfg.data)
+        save_pretrained(shown, run_dir / MODEL_DIR, step=step, data=cfg.data)
     if dist_info.enabled:
         torch.distributed.barrier()
     return last
