@@ -11,7 +11,9 @@ mean ± std over seeds and the worst seed) and writes a PNG plot.
 Variants: baseline (the preset as it is), implicit (implicit differentiation), learned (BO-QSA
 learned slot initialisation), gaussian (the paper's Gaussian slot initialisation), clip
 (gradient-norm clipping at 0.05, as Invariant Slot Attention), invariant (Invariant Slot
-Attention: slot-centric position and scale frames).
+Attention: slot-centric position and scale frames), ema (evaluate an exponential moving average
+of the weights, decay 0.999), fourier (with an invariant preset: Fourier features of the
+slot-relative coordinates, 3 frequencies, in the decoder's position code).
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
 table and draws the plot of the runs already there. `--test-time 5:3 9:5` also evaluates each final
@@ -35,6 +37,8 @@ VARIANTS = {
     "gaussian": {"model": {"slot_init": "gaussian"}},
     "clip": {"grad_clip": 0.05},
     "invariant": {"model": {"invariant": True}},
+    "ema": {"ema_decay": 0.999},
+    "fourier": {"model": {"decoder_frequencies": 3}},
 }
 
 

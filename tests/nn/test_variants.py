@@ -8,6 +8,7 @@ import torch
 
 from slotlab.cli import main
 from slotlab.models import SlotAttentionAutoEncoder
+from slotlab.models.object_discovery import fourier_features
 from slotlab.nn import SlotAttention
 from tests.train.helpers import TINY_ARGS, TINY_MODEL, write_folder, write_preset
 
@@ -78,7 +79,8 @@ def test_test_time_slots_and_iterations():
 
 
 @pytest.mark.parametrize("extra", [["--implicit-diff"], ["--slot-init", "learned"],
-                                   ["--grad-clip", "0.05"], ["--invariant"]])
+                                   ["--grad-clip", "0.05"], ["--invariant"],
+                                   ["--invariant", "--decoder-frequencies", "3"]])
 def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     data = write_folder(tmp_path / "data")
     preset = write_preset(tmp_path / "tiny.yaml")
@@ -99,6 +101,7 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     if "learned" in extra:
         assert config["slot_init"] == "learned"
     assert config.get("invariant", False) is ("--invariant" in extra)
+    assert config.get("decoder_frequencies", 0) == (3 if "--decoder-frequencies" in extra else 0)
     assert calls == ([0.05] * 6 if "--grad-clip" in extra else [])
     capsys.readouterr()
     assert main(["eval", str(run), "--num", "8", "--json", "--num-iterations", "5"]) == 0
@@ -153,11 +156,14 @@ def test_invariant_slots_see_inputs_in_their_own_frame():
     assert "init_positions" in sa.state_dict()  # the fixed initial frames travel with the model
 
 
-def test_invariant_decoder_draws_in_the_slot_frame():
+@pytest.mark.parametrize("frequencies", [0, 3])
+def test_invariant_decoder_draws_in_the_slot_frame(frequencies):
     """Moving a slot's position by whole pixels moves its rendering by the same pixels (away
-    from the border, where the convolutions see padding); the plain model has no such frame."""
+    from the border, where the convolutions see padding); the plain model has no such frame.
+    With Fourier features of the relative coordinates the frame is the same."""
     model = SlotAttentionAutoEncoder(**{**TINY_MODEL, "decoder_strides": [1, 1, 1]},
-                                     invariant=True)
+                                     invariant=True, decoder_frequencies=frequencies)
+    assert model.decoder_pos.in_features == 2 + 4 * frequencies
     assert model.encoder_pos is None
     slots = torch.randn(1, 1, 16)
     positions, scales = torch.tensor([[[0.1, -0.2]]]), torch.tensor([[[0.3, 0.4]]])
@@ -172,3 +178,16 @@ def test_invariant_decoder_draws_in_the_slot_frame():
     out = model(torch.rand(2, 3, 32, 32))
     assert out.positions.shape == (2, 4, 2) and out.scales.shape == (2, 4, 2)
     assert out.masks.shape == (2, 4, 1, 32, 32)
+
+
+def test_fourier_features_of_the_decoder_position_code():
+    rel = torch.tensor([[0.5, -1.0]])
+    f = fourier_features(rel, 2)  # w = pi / 2, pi
+    x, y = 0.5, -1.0
+    expected = [x, y, math.sin(math.pi / 2 * x), math.sin(math.pi / 2 * y), math.sin(math.pi * x),
+                math.sin(math.pi * y), math.cos(math.pi / 2 * x), math.cos(math.pi / 2 * y),
+                math.cos(math.pi * x), math.cos(math.pi * y)]
+    torch.testing.assert_close(f, torch.tensor([expected]), atol=1e-6, rtol=0)
+    assert torch.equal(fourier_features(rel, 0), rel)
+    with pytest.raises(ValueError, match="needs the invariant model"):
+        SlotAttentionAutoEncoder(**TINY_MODEL, decoder_frequencies=3)

@@ -83,6 +83,18 @@ def encode(
     return mlp(norm(x))
 
 
+def fourier_features(rel: torch.Tensor, num_frequencies: int) -> torch.Tensor:
+    """Slot-relative coordinates [..., 2] -> [..., 2 + 4F]: the coordinates, then sin and cos of
+    w_i * coordinates for w_i = pi * 2 ** (i - 1), i < F (periods 4, 2, 1, ... in the slot's
+    frame, where an object spans about [-2, 2]). F = 0 gives the coordinates alone."""
+    if num_frequencies == 0:
+        return rel
+    w = torch.pi * 2.0 ** torch.arange(-1, num_frequencies - 1, device=rel.device,
+                                       dtype=rel.dtype)  # [F]
+    angles = (rel[..., None, :] * w[:, None]).flatten(-2)  # [..., 2F]: (x, y) per frequency
+    return torch.cat([rel, torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
 def combine_slots(
     recons: torch.Tensor, mask_logits: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,6 +127,9 @@ class SlotAttentionAutoEncoder(nn.Module):
         invariant: Invariant Slot Attention (ISA-TS, Biza et al. 2023): no absolute position
             embedding; each slot has a position and scale, the attention sees the inputs and the
             decoder draws the slot in that slot-centric frame (`InvariantSlotAttention`).
+        decoder_frequencies: invariant model only: F > 0 adds sin/cos of the slot-relative
+            coordinates at F frequencies to the decoder's position code (`fourier_features`),
+            so that sharp shapes are easier to draw; 0 = the coordinates alone (ISA).
     """
 
     def __init__(
@@ -136,6 +151,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         implicit_differentiation: bool = False,
         slot_init: str = "gaussian",
         invariant: bool = False,
+        decoder_frequencies: int = 0,
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -155,9 +171,14 @@ class SlotAttentionAutoEncoder(nn.Module):
             decoder_kernel_size=decoder_kernel_size, epsilon=epsilon,
             implicit_differentiation=implicit_differentiation, slot_init=slot_init,
         )
+        if decoder_frequencies and not invariant:
+            raise ValueError("decoder_frequencies needs the invariant model (invariant: true)")
         if invariant:
             self.config["invariant"] = True
+        if decoder_frequencies:
+            self.config["decoder_frequencies"] = decoder_frequencies
         self.invariant = invariant
+        self.decoder_frequencies = decoder_frequencies
         self.resolution = resolution
         self.num_slots = num_slots
         self.num_channels = num_channels
@@ -188,8 +209,9 @@ class SlotAttentionAutoEncoder(nn.Module):
         )
         if invariant:
             self.slot_attention = InvariantSlotAttention(grid_size=feature_size, **sa_args)
-            # the decoder's position code: slot-relative coordinates, projected to D
-            self.decoder_pos = dense(2, slot_size)
+            # the decoder's position code: slot-relative coordinates (and their Fourier
+            # features), projected to D
+            self.decoder_pos = dense(2 + 4 * decoder_frequencies, slot_size)
             self.register_buffer("decoder_grid", coordinate_grid(decoder_initial_size),
                                  persistent=False)
         else:
@@ -222,7 +244,8 @@ class SlotAttentionAutoEncoder(nn.Module):
         x = slots.reshape(b * k, d, 1, 1).expand(b * k, d, h, w)  # spatial broadcast
         if self.invariant:  # position code in each slot's frame: (grid - S_p) / S_s
             rel = relative_grid(self.decoder_grid, positions, scales)  # [B, K, h*w, 2]
-            pos = self.decoder_pos(rel.reshape(b * k, h * w, 2).to(x.dtype))  # [B*K, h*w, D]
+            rel = fourier_features(rel.reshape(b * k, h * w, 2), self.decoder_frequencies)
+            pos = self.decoder_pos(rel.to(x.dtype))  # [B*K, h*w, D]
             x = x + pos.transpose(1, 2).reshape(b * k, d, h, w)
         else:
             x = self.decoder_pos(x)
