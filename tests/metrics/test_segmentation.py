@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from slotlab.metrics import adjusted_rand_index, fg_adjusted_rand_index, segmentation_metrics
+from slotlab.metrics import (
+    adjusted_rand_index,
+    fg_adjusted_rand_index,
+    segmentation_errors,
+    segmentation_metrics,
+)
 
 REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "metrics"
 ARI_FIXTURES = REF / "ari_fixtures.npz"
@@ -301,3 +306,25 @@ def test_cuda_matches_official() -> None:
         result = segmentation_metrics(ids, pred.permute(0, 2, 1).reshape(b, -1, 32, 32))
         assert all(v.is_cuda for v in result.values())
         assert_close_nan(result["fg_ari"], c["fg_ari"], 1e-5)
+
+
+def test_segmentation_errors_by_hand():
+    ids = torch.zeros(3, 5, 5, dtype=torch.long)
+    ids[:2, 1:4, 1:4] = 1  # a 3x3 object: 8 border pixels around 1 inner one; image 2 empty
+    pred = torch.zeros(3, 5, 5, dtype=torch.long)  # slot 0 holds the background
+    pred[0, 1:4, 1:4] = torch.tensor([[1, 1, 2], [1, 1, 1], [2, 2, 0]])
+    pred[1, 1:4, 1:4] = 1
+    pred[1, 2, 2] = 2  # only the inner pixel goes astray
+    masks = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float()  # [B, K, H, W]
+    e = segmentation_errors(ids, masks)
+    torch.testing.assert_close(e["obj_px_main_slot"][:2], torch.tensor([5 / 9, 8 / 9]))
+    torch.testing.assert_close(e["obj_px_bg_slot"][:2], torch.tensor([1 / 9, 0.0]))
+    torch.testing.assert_close(e["obj_px_other_slot"][:2], torch.tensor([3 / 9, 1 / 9]))
+    torch.testing.assert_close(e["obj_px_border"][:2], torch.tensor([8 / 9, 8 / 9]))
+    torch.testing.assert_close(e["wrong_px_border"][:2], torch.tensor([1.0, 0.0]))
+    assert all(torch.isnan(v[2]) for v in e.values())  # no objects
+    # the main slot is per object: two objects sharing a slot put nothing in "other"
+    ids2 = torch.tensor([[[1, 1, 0, 2, 2]]])
+    one = torch.nn.functional.one_hot(torch.tensor([[[1, 1, 0, 1, 1]]]), 2)
+    e2 = segmentation_errors(ids2, one.permute(0, 3, 1, 2).float())
+    assert e2["obj_px_main_slot"].item() == 1.0 and math.isnan(e2["wrong_px_border"].item())

@@ -5,6 +5,8 @@
 * :func:`adjusted_rand_index` / :func:`fg_adjusted_rand_index`: ARI and foreground ARI
   (DeepMind ``multi_object_datasets/segmentation_metrics.py``).
 * :func:`segmentation_metrics`: ARI, FG-ARI, mBO and mIoU from instance-id maps and slot masks.
+* :func:`segmentation_errors`: where object pixels go (their main slot, the background's, another),
+  and how many of the errors lie on object borders.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from slotlab.metrics.ap import (
 from slotlab.metrics.segmentation import (
     adjusted_rand_index,
     fg_adjusted_rand_index,
+    segmentation_errors,
     segmentation_metrics,
 )
 
@@ -28,5 +31,6 @@ __all__ = [
     "average_precision_clevr",
     "adjusted_rand_index",
     "fg_adjusted_rand_index",
+    "segmentation_errors",
     "segmentation_metrics",
 ]

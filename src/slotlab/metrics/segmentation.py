@@ -146,6 +146,41 @@ def _hungarian_mean_iou(iou: np.ndarray) -> float:
     return float(iou[rows, cols].sum() / iou.shape[0])
 
 
+def _ids_and_segments(true_ids: ArrayLike, pred_masks: ArrayLike
+                      ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Checked inputs: instance ids [B, N] (int64), argmax segments [B, N] (first slot on
+    ties), K, and G = max id + 1 (over the batch)."""
+    pred = _as_tensor(pred_masks)
+    ids = _as_tensor(true_ids, device=pred.device)
+    if pred.ndim == 5 and pred.shape[2] == 1:
+        pred = pred[:, :, 0]
+    if pred.ndim != 4 or ids.ndim != 3 or ids.shape != (pred.shape[0], *pred.shape[2:]):
+        raise ValueError(
+            "true_ids must be [B, H, W] and pred_masks [B, K, H, W] or [B, K, 1, H, W], got "
+            f"{tuple(ids.shape)} and {tuple(_as_tensor(pred_masks).shape)}"
+        )
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"true_ids must have an integer dtype, got {ids.dtype}")
+    batch, num_slots = pred.shape[:2]
+    n = ids.shape[1] * ids.shape[2]
+    ids = ids.reshape(batch, n).long()
+    if ids.numel() and int(ids.min()) < 0:
+        raise ValueError("true_ids must be >= 0 (0 = background)")
+    num_groups = int(ids.max()) + 1 if ids.numel() else 1
+    pred_ids = pred.reshape(batch, num_slots, n).argmax(dim=1)  # [B, N]
+    return ids, pred_ids, num_slots, num_groups
+
+
+def _contingency(ids: torch.Tensor, pred_ids: torch.Tensor, num_slots: int,
+                 num_groups: int) -> torch.Tensor:
+    """counts[b, k, g] = pixels of image b in segment k and group g: one bincount, int64."""
+    batch = ids.shape[0]
+    scene = torch.arange(batch, device=ids.device)[:, None]
+    flat = ((scene * num_slots + pred_ids) * num_groups + ids).reshape(-1)
+    counts = torch.bincount(flat, minlength=batch * num_slots * num_groups)
+    return counts.reshape(batch, num_slots, num_groups)
+
+
 @torch.no_grad()
 def segmentation_metrics(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str, torch.Tensor]:
     """ARI, FG-ARI, mBO and mIoU per image, from instance-id maps and soft slot masks.
@@ -178,31 +213,11 @@ def segmentation_metrics(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str
         ``{"ari", "fg_ari", "mbo", "miou"}``, each a [B] float32 tensor on the device of
         ``pred_masks``.
     """
-    pred = _as_tensor(pred_masks)
-    ids = _as_tensor(true_ids, device=pred.device)
-    if pred.ndim == 5 and pred.shape[2] == 1:
-        pred = pred[:, :, 0]
-    if pred.ndim != 4 or ids.ndim != 3 or ids.shape != (pred.shape[0], *pred.shape[2:]):
-        raise ValueError(
-            "true_ids must be [B, H, W] and pred_masks [B, K, H, W] or [B, K, 1, H, W], got "
-            f"{tuple(ids.shape)} and {tuple(_as_tensor(pred_masks).shape)}"
-        )
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise ValueError(f"true_ids must have an integer dtype, got {ids.dtype}")
-    batch, num_slots = pred.shape[:2]
-    n = ids.shape[1] * ids.shape[2]
-    ids = ids.reshape(batch, n).long()
-    if ids.numel() and int(ids.min()) < 0:
-        raise ValueError("true_ids must be >= 0 (0 = background)")
-    num_groups = int(ids.max()) + 1 if ids.numel() else 1
+    ids, pred_ids, num_slots, num_groups = _ids_and_segments(true_ids, pred_masks)
+    batch, n = ids.shape
     _check_group_counts(n, num_groups, num_slots)  # ARI
     _check_group_counts(n, num_groups - 1, num_slots)  # FG-ARI
-
-    pred_ids = pred.reshape(batch, num_slots, n).argmax(dim=1)  # [B, N]
-    scene = torch.arange(batch, device=ids.device)[:, None]
-    flat = ((scene * num_slots + pred_ids) * num_groups + ids).reshape(-1)
-    counts = torch.bincount(flat, minlength=batch * num_slots * num_groups)
-    counts = counts.reshape(batch, num_slots, num_groups)  # [B, K, G] int64
+    counts = _contingency(ids, pred_ids, num_slots, num_groups)  # [B, K, G] int64
 
     pred_single = _all_equal(pred_ids)
     ari = _ari_from_contingency(
@@ -239,3 +254,54 @@ def segmentation_metrics(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str
         "mbo": mbo.float(),
         "miou": miou.float().to(ids.device),
     }
+
+
+@torch.no_grad()
+def segmentation_errors(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str, torch.Tensor]:
+    """Where the object pixels of each image go, to tell blurred outlines from split objects.
+
+    Each ground-truth object's *main slot* is the segment (argmax over slots) holding most of
+    its pixels; the *background's slot* is the one holding most background pixels (slot 0 when
+    the image has no background). A pixel is on an object's *border* when one of its four
+    neighbours (inside the image) has another id. Per image, over its object pixels (id >= 1):
+
+    * ``obj_px_main_slot``: the fraction in their object's main slot;
+    * ``obj_px_bg_slot``: the fraction in the background's slot (and not their main slot);
+    * ``obj_px_other_slot``: the rest, in a third slot (a duplicate or a split);
+    * ``obj_px_border``: the fraction on a border (how much of the objects is outline);
+    * ``wrong_px_border``: of the pixels not in their main slot, the fraction on a border.
+
+    NaN for an image without objects (and ``wrong_px_border`` for an image without errors).
+
+    Args:
+        true_ids: [B, H, W] integer instance ids, 0 = background.
+        pred_masks: [B, K, H, W] or [B, K, 1, H, W] slot probabilities.
+
+    Returns:
+        the five fractions, each a [B] float32 tensor on the device of ``pred_masks``.
+    """
+    ids, pred_ids, num_slots, num_groups = _ids_and_segments(true_ids, pred_masks)
+    batch = ids.shape[0]
+    height, width = _as_tensor(true_ids).shape[1:]
+    counts = _contingency(ids, pred_ids, num_slots, num_groups)  # [B, K, G]
+    main = counts.argmax(dim=1)  # [B, G]: the main slot of each group (0 for absent ones)
+    in_main = pred_ids == main.gather(1, ids)  # [B, N]
+    in_bg = (pred_ids == main[:, :1]) & ~in_main
+    grid = ids.reshape(batch, height, width)
+    border = torch.zeros_like(grid, dtype=torch.bool)
+    border[:, 1:] |= grid[:, 1:] != grid[:, :-1]
+    border[:, :-1] |= grid[:, :-1] != grid[:, 1:]
+    border[:, :, 1:] |= grid[:, :, 1:] != grid[:, :, :-1]
+    border[:, :, :-1] |= grid[:, :, :-1] != grid[:, :, 1:]
+    border = border.reshape(batch, -1)
+    fg = ids > 0
+    wrong = fg & ~in_main
+    n_fg = fg.sum(dim=1).double()  # 0 -> NaN fractions
+    fractions = {
+        "obj_px_main_slot": (fg & in_main).sum(dim=1) / n_fg,
+        "obj_px_bg_slot": (fg & in_bg).sum(dim=1) / n_fg,
+        "obj_px_other_slot": (wrong & ~in_bg).sum(dim=1) / n_fg,
+        "obj_px_border": (fg & border).sum(dim=1) / n_fg,
+        "wrong_px_border": (wrong & border).sum(dim=1) / wrong.sum(dim=1).double(),
+    }
+    return {k: v.float() for k, v in fractions.items()}

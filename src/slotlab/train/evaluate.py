@@ -1,9 +1,10 @@
 """Evaluation of a model on a dataset with the paper's metrics.
 
 Object discovery: reconstruction MSE, and where the data has instance masks ARI, FG-ARI (the
-paper's number), mBO and mIoU, averaged over images (NaN images, e.g. FG-ARI of a scene without
-foreground, are left out of the mean and counted). Set prediction: AP at the distance thresholds
-inf, 1, 0.5, 0.25, 0.125, computed over all evaluated images at once.
+paper's number), mBO, mIoU and the error breakdown of `segmentation_errors`, averaged over images
+(NaN images, e.g. FG-ARI of a scene without foreground, are left out of the mean and counted).
+Set prediction: AP at the distance thresholds inf, 1, 0.5, 0.25, 0.125, computed over all
+evaluated images at once.
 Slot-initialisation noise comes from a generator seeded with `seed`, so results repeat.
 """
 
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError
-from slotlab.metrics import average_precision_all, segmentation_metrics
+from slotlab.metrics import average_precision_all, segmentation_errors, segmentation_metrics
 
 
 def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
@@ -88,6 +89,8 @@ def evaluate(
             if "mask" in batch:
                 true_ids = batch["mask"].to(device)
                 values.update(segmentation_metrics(true_ids, out.masks.float()))
+                # where object pixels go: their main slot, the background's, a third one
+                values.update(segmentation_errors(true_ids, out.masks.float()))
                 # the same FG-ARI from the last iteration's attention instead of the decoder's
                 # masks: where they differ, the slots bind objects that the decoder splits
                 values["fg_ari_attn"] = segmentation_metrics(
