@@ -225,6 +225,10 @@ def main() -> None:
             print(f"== {variant}, seed {seed}, {args.minutes} min", file=sys.stderr)
             results[variant][seed] = run_one(args.preset, variant, seed, args.minutes,
                                               args.eval_every, args.out, extra)
+    empty = [f"{v}/seed{s}" for v, by_seed in results.items() for s, r in by_seed.items() if not r]
+    if empty:
+        sys.exit(f"no evaluation yet in {', '.join(empty)} under {args.out} (stopped before the "
+                 "first --eval-every step?); run again to resume")
     first = next(iter(next(iter(results.values())).values()))
     metric = metric_name(first)
     metrics = [metric, "ap_1"] if metric == "ap_inf" else [metric, "mbo"]
