@@ -13,7 +13,8 @@ learned slot initialisation), gaussian (the paper's Gaussian slot initialisation
 (gradient-norm clipping at 0.05, as Invariant Slot Attention), invariant (Invariant Slot
 Attention: slot-centric position and scale frames), ema (evaluate an exponential moving average
 of the weights, decay 0.999), fourier (with an invariant preset: Fourier features of the
-slot-relative coordinates, 3 frequencies, in the decoder's position code).
+slot-relative coordinates, 3 frequencies, in the decoder's position code). Variants combine with
+"+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
 table and draws the plot of the runs already there. `--test-time 5:3 9:5` also evaluates each final
@@ -42,14 +43,33 @@ VARIANTS = {
 }
 
 
+def variant_settings(name: str) -> dict:
+    """The settings of a variant name; "a+b" combines variants a and b."""
+    settings: dict = {"model": {}}
+    for part in name.split("+"):
+        settings["model"].update(VARIANTS[part].get("model", {}))
+        settings.update({k: v for k, v in VARIANTS[part].items() if k != "model"})
+    return settings
+
+
+def parse_variant(name: str) -> str:
+    unknown = [p for p in name.split("+") if p not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)} "
+            "(combine with +, e.g. fourier+ema)")
+    return name
+
+
 def run_one(preset: str, variant: str, seed: int, minutes: float, eval_every: int, out: Path,
             extra: dict) -> list[dict]:
     from slotlab.train.config import load_preset, make_config
     from slotlab.train.loop import train
 
     base = load_preset(preset)
-    model = {**(base.get("model") or {}), **VARIANTS[variant].get("model", {})}
-    overrides = {k: v for k, v in VARIANTS[variant].items() if k != "model"}
+    settings = variant_settings(variant)
+    model = {**(base.get("model") or {}), **settings.get("model", {})}
+    overrides = {k: v for k, v in settings.items() if k != "model"}
     cfg = make_config(preset, model=model, seed=seed, steps=10**9, max_minutes=minutes,
                       eval_every=eval_every, image_every=10**9, checkpoint_every=eval_every,
                       **overrides, **extra)
@@ -188,7 +208,8 @@ def main() -> None:
     parser.add_argument("--data", help="data spec (default: the preset's)")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["baseline"], choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["baseline"], type=parse_variant,
+                        help=f"{', '.join(VARIANTS)}; combine with + (e.g. fourier+ema)")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN_DIR",
