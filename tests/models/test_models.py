@@ -84,3 +84,30 @@ def test_small_paper_style_models():
     assert SlotAttentionAutoEncoder(resolution=(64, 64)).decoder_initial_size == (4, 4)
     sp = SlotAttentionSetPredictor(resolution=(64, 64), num_slots=4)
     assert sp(torch.rand(1, 3, 64, 64)).predictions.shape == (1, 4, 19)
+
+
+def test_first_decoder_layer_1x1_spans_the_3x3_layer_inside_the_image():
+    """The first decoder layer sees a broadcast slot plus a position code linear in the
+    coordinates, so inside the image a 3x3 layer equals the 1x1 layer with the summed kernel up
+    to a constant (a bias): `decoder_first_kernel_size=1` loses nothing there."""
+    torch.manual_seed(0)
+    kw = dict(resolution=(16, 16), num_slots=3, slot_size=8, mlp_hidden_size=16,
+              encoder_channels=(8,) * 4, decoder_channels=(8, 8), decoder_strides=(1, 1),
+              decoder_kernel_size=3)
+    big = SlotAttentionAutoEncoder(**kw)
+    small = SlotAttentionAutoEncoder(**kw, decoder_first_kernel_size=1)
+    assert small.decoder_cnn[0].weight.shape[-2:] == (1, 1)
+    assert small.config["decoder_first_kernel_size"] == 1
+    assert small.decoder_cnn[1].weight.shape[-2:] == (3, 3)
+    layer = big.decoder_cnn[0]
+    with torch.no_grad():
+        small.decoder_cnn[0].weight.copy_(layer.weight.sum(dim=(2, 3), keepdim=True))
+        small.decoder_cnn[0].bias.copy_(layer.bias)
+        x = big.decoder_pos(torch.randn(6, 8, 1, 1).expand(6, 8, 16, 16))  # slots + positions
+        diff = layer(x) - small.decoder_cnn[0](x)  # [6, 8, 16, 16]
+    inside = diff[:, :, 1:-1, 1:-1]
+    torch.testing.assert_close(inside, inside[:1, :, :1, :1].expand_as(inside), atol=1e-5,
+                               rtol=0)
+    assert (diff[:, :, 0] - diff[:, :, 1]).abs().max() > 1e-3  # the border differs
+    out = small(torch.rand(2, 3, 16, 16))
+    assert out.masks.shape == (2, 3, 1, 16, 16)
