@@ -253,3 +253,6 @@ def test_small_cached_val_split_is_enough_for_evaluation(tmp_path):
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
              if '"split"' in line]
     assert evals and all(r["split"] == "val" and r["num_images"] == 8 for r in evals)
+    # `slotlab eval RUN` too: the run's num (16) is not asked of the 8-item val split
+    assert main(["eval", str(run), "--json"]) == 0
+    assert json.loads((run / "eval.json").read_text())["num_images"] == 8

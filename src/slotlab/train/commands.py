@@ -152,6 +152,11 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.path} does not record its data: pass --data SPEC")
     options = dict((info.get("config") or {}).get("data_options") or {})
     options.setdefault("resolution", list(model.resolution))
+    if "num" in options:  # the run's `num` sized its training split
+        if spec.startswith("cache:"):  # a cache's split holds what it holds; --num takes the first
+            del options["num"]
+        elif args.num:
+            options["num"] = min(int(options["num"]), args.num)
     dataset = build_dataset(spec, args.split, info["task"], **options)
     metrics = evaluate(model, dataset, info["task"], num=args.num, batch_size=args.batch_size,
                        seed=args.seed, device=device, num_slots=args.num_slots,
