@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slotlab.metrics import segmentation_metrics
-from slotlab.train.evaluate import attention_masks
+from slotlab.train.evaluate import attention_masks, attribute_accuracy
 
 
 def test_attention_masks_stride_one_is_a_reshape():
@@ -37,3 +37,30 @@ def test_perfect_attention_has_fg_ari_one_and_a_split_object_does_not():
     split[0, :2, :] = torch.tensor([0.0, 0.0, 1.0])  # two pixels of object 1 go to slot 2
     masks = attention_masks(split.transpose(1, 2), (8, 8))
     assert segmentation_metrics(ids, masks)["fg_ari"].item() < 0.95
+
+
+def _object(coords, size, material, shape, color):
+    v = torch.zeros(19)
+    v[:3] = torch.tensor(coords)
+    v[3 + size] = v[5 + material] = v[7 + shape] = v[10 + color] = v[18] = 1.0
+    return v
+
+
+def test_attribute_accuracy_matches_slots_to_objects_first():
+    objects = [_object([0.1, 0.2, 0.3], 0, 1, 2, 3), _object([0.8, 0.5, 0.2], 1, 0, 0, 7),
+               _object([0.4, 0.9, 0.6], 0, 0, 1, 5)]
+    targets = torch.zeros(2, 4, 19)  # the 4th object of each scene is padding
+    targets[0, :3] = torch.stack(objects)
+    targets[1, :3] = torch.stack(objects[::-1])
+    predictions = targets[:, [2, 0, 3, 1]].clone()  # the slots in another order
+    result = attribute_accuracy(predictions, targets)
+    assert result["acc_all"] == 1.0 and result["position_error"] == 0.0
+    predictions[0, 1, 10:18] = torch.eye(8)[4]  # scene 0, object 0: colour 3 -> 4
+    predictions[1, 3, 7:10] = torch.eye(3)[0]  # scene 1, slot 3 = object 1: shape 0 already
+    predictions[1, 3, 0] += 0.5  # and moved by 0.5 * 6 = 3 units
+    result = attribute_accuracy(predictions, targets)
+    assert result["acc_color"] == pytest.approx(5 / 6) and result["acc_all"] == pytest.approx(5 / 6)
+    assert result["acc_shape"] == result["acc_size"] == result["acc_material"] == 1.0
+    assert result["position_error"] == 0.0  # the median of five 0s and one 3
+    predictions[:, :, 0] += 0.25
+    assert attribute_accuracy(predictions, targets)["position_error"] == pytest.approx(1.5)

@@ -48,7 +48,7 @@ AP_THRESHOLDS: tuple[float, ...] = (-1.0, 1.0, 0.5, 0.25, 0.125)
 
 _ELEMENT_SIZE = 19
 _ATTRIBUTE_SLICES = (slice(3, 5), slice(5, 7), slice(7, 10), slice(10, 18))
-_COORD_SCALE = 6.0
+COORD_SCALE = 6.0
 _INITIAL_BEST_DISTANCE = 10000.0  # the official loop starts from this "best" distance
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -71,7 +71,7 @@ def _to_tensor(x: ArrayLike, name: str, device: torch.device | None = None) -> t
     return t
 
 
-def _discrete_attributes(x: torch.Tensor) -> torch.Tensor:
+def discrete_attributes(x: torch.Tensor) -> torch.Tensor:
     """Argmax of the size, material, shape and colour scores: [..., 19] -> [..., 4] int64."""
     return torch.stack([x[..., s].argmax(dim=-1) for s in _ATTRIBUTE_SLICES], dim=-1)
 
@@ -101,11 +101,11 @@ def _ranked_matches(
     target_coords = targets[..., :3].to(dtype)
 
     # All detection / object pairs of a scene at once: [B, K, Kt].
-    diff = (target_coords[:, None, :, :] - pred_coords[:, :, None, :]) * _COORD_SCALE
+    diff = (target_coords[:, None, :, :] - pred_coords[:, :, None, :]) * COORD_SCALE
     distance = torch.linalg.vector_norm(diff, dim=-1)
     same_attributes = (
-        _discrete_attributes(predictions)[:, :, None, :]
-        == _discrete_attributes(targets)[:, None, :, :]
+        discrete_attributes(predictions)[:, :, None, :]
+        == discrete_attributes(targets)[:, None, :, :]
     ).all(dim=-1)
     real = targets[..., 18] != 0
     candidate = same_attributes & real[:, None, :] & (distance < _INITIAL_BEST_DISTANCE)

@@ -4,7 +4,7 @@ Object discovery: reconstruction MSE, and where the data has instance masks ARI,
 paper's number), mBO, mIoU and the error breakdown of `segmentation_errors`, averaged over images
 (NaN images, e.g. FG-ARI of a scene without foreground, are left out of the mean and counted).
 Set prediction: AP at the distance thresholds inf, 1, 0.5, 0.25, 0.125, computed over all
-evaluated images at once.
+evaluated images at once, and the per-attribute accuracy of `attribute_accuracy`.
 Slot-initialisation noise comes from a generator seeded with `seed`, so results repeat.
 """
 
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError
 from slotlab.metrics import average_precision_all, segmentation_errors, segmentation_metrics
+from slotlab.metrics.ap import COORD_SCALE, discrete_attributes
 
 
 def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
@@ -28,6 +29,32 @@ def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
     """Standard-normal slot-initialisation noise [B, K, D] drawn from `generator` (on CPU)."""
     sa = model.slot_attention
     return torch.randn(batch, num_slots or sa.num_slots, sa.slot_size, generator=generator)
+
+
+def attribute_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Where set prediction goes wrong: each scene's slots matched to its objects as in training
+    (Hungarian on the Huber cost), then over the real matched objects the share whose size,
+    material, shape and colour (argmax) are right, each and all four (`acc_*`), and the median
+    distance of the positions in CLEVR units (`position_error`).
+
+    predictions [B, K, 19], targets [B, K_t, 19] (`targets[..., 18] != 0` marks real objects).
+    """
+    from slotlab.train.losses import hungarian_match, pairwise_huber_cost
+
+    rows, cols = hungarian_match(pairwise_huber_cost(predictions, targets))
+    scene = torch.arange(targets.shape[0])[:, None]
+    target = targets[scene, torch.as_tensor(rows)]  # [B, M, 19], matched pairs
+    pred = predictions[scene, torch.as_tensor(cols)]
+    real = target[..., 18] != 0
+    right = discrete_attributes(pred)[real] == discrete_attributes(target)[real]  # [N, 4]
+    if not len(right):
+        return {}
+    names = ("size", "material", "shape", "color")  # the order of `discrete_attributes`
+    result = {f"acc_{n}": float(right[:, i].float().mean()) for i, n in enumerate(names)}
+    result["acc_all"] = float(right.all(dim=1).float().mean())
+    distance = ((target[..., :3] - pred[..., :3])[real] * COORD_SCALE).norm(dim=-1)
+    result["position_error"] = float(distance.median())
+    return result
 
 
 def attention_masks(attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -116,5 +143,7 @@ def evaluate(
         if "fg_ari_nan" in counts:
             result["fg_ari_nan_images"] = counts["fg_ari_nan"]
     else:
-        result.update(average_precision_all(torch.cat(predictions), torch.cat(targets)))
+        predictions, targets = torch.cat(predictions), torch.cat(targets)
+        result.update(average_precision_all(predictions, targets))
+        result.update(attribute_accuracy(predictions, targets))
     return result
