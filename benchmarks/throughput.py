@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -158,17 +159,23 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
                                                     enabled=bf16):
             forward(data["image"], noise=noise)
 
-    # FLOPs of the plain model (compile would hide the ops from the counter)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss, _ = compute_loss(model, data, task, noise)
-        loss.backward()
-    train_flops = counter.get_total_flops() / batch_size
+    # FLOPs of the plain model (compile would hide the ops from the counter). The counter's
+    # module tracker fails on some models (torch 2.13: "Expected gradient function to be set"
+    # in Invariant Slot Attention); the speeds are still measured, the FLOPs left out.
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = compute_loss(model, data, task, noise)
+            loss.backward()
+        train_flops = counter.get_total_flops() / batch_size
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(data["image"], noise=noise)
+        infer_flops = counter.get_total_flops() / batch_size
+    except AssertionError as exc:
+        print(f"note: no FLOP count for {config} ({exc})", file=sys.stderr)
+        train_flops = infer_flops = math.nan
     optimizer.zero_grad(set_to_none=True)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(data["image"], noise=noise)
-    infer_flops = counter.get_total_flops() / batch_size
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
