@@ -282,7 +282,7 @@ def segmentation_errors(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str,
     """
     ids, pred_ids, num_slots, num_groups = _ids_and_segments(true_ids, pred_masks)
     batch = ids.shape[0]
-    height, width = _as_tensor(true_ids).shape[1:]
+    height, width = true_ids.shape[1:]  # numpy array or tensor
     counts = _contingency(ids, pred_ids, num_slots, num_groups)  # [B, K, G]
     main = counts.argmax(dim=1)  # [B, G]: the main slot of each group (0 for absent ones)
     in_main = pred_ids == main.gather(1, ids)  # [B, N]

@@ -22,6 +22,7 @@ from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError
 from slotlab.metrics import average_precision_all, segmentation_errors, segmentation_metrics
 from slotlab.metrics.ap import COORD_SCALE, discrete_attributes
+from slotlab.train.losses import hungarian_match, pairwise_huber_cost
 
 
 def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
@@ -39,8 +40,6 @@ def attribute_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> dict
 
     predictions [B, K, 19], targets [B, K_t, 19] (`targets[..., 18] != 0` marks real objects).
     """
-    from slotlab.train.losses import hungarian_match, pairwise_huber_cost
-
     rows, cols = hungarian_match(pairwise_huber_cost(predictions, targets))
     scene = torch.arange(targets.shape[0])[:, None]
     target = targets[scene, torch.as_tensor(rows)]  # [B, M, 19], matched pairs
