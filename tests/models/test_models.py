@@ -111,3 +111,54 @@ def test_first_decoder_layer_1x1_spans_the_3x3_layer_inside_the_image():
     assert (diff[:, :, 0] - diff[:, :, 1]).abs().max() > 1e-3  # the border differs
     out = small(torch.rand(2, 3, 16, 16))
     assert out.masks.shape == (2, 3, 1, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "size, kernel, strides",
+    [(32, 3, (1, 1, 2, 1)), (33, 5, (2, 1)), (64, 5, (2, 1, 2, 1)), (20, 3, (1, 1))],
+)
+def test_encoder_cell_centres_are_the_receptive_field_centres(size, kernel, strides):
+    """Each feature cell is where the convolutions actually look: the centroid of its receptive
+    field (all-ones kernels, a cell away from the border, so no padding cuts it)."""
+    from slotlab.models.object_discovery import conv_encoder, encoder_cell_centres
+    from slotlab.nn.slot_attention import coordinate_grid
+
+    layers = conv_encoder(1, (1,) * len(strides), kernel, strides)
+    for conv in layers:
+        torch.nn.init.ones_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    image = torch.zeros(1, 1, size, size, requires_grad=True)
+    x = image
+    for conv in layers:
+        x = conv(x)
+    grid = encoder_cell_centres((size, size), kernel, strides)
+    h = x.shape[-1]
+    pixels = coordinate_grid((size, size)).reshape(size, size, 2)
+    i = h // 2
+    (grad,) = torch.autograd.grad(x[0, 0, i, i], image)
+    weights = grad[0, 0] / grad.sum()
+    centroid = (weights[..., None] * pixels).sum(dim=(0, 1))
+    torch.testing.assert_close(grid[i * h + i], centroid, atol=1e-5, rtol=0)
+    if all(s == 1 for s in strides):
+        torch.testing.assert_close(grid, coordinate_grid((size, size)))
+
+
+def test_invariant_model_grids_agree_with_the_pixel_grid():
+    """The invariant model measures slot positions on its encoder cells and draws on the pixel
+    grid: a 16x16 map from 32x32 pixels has its cells at pixels 1, 3, ..., 31 (not spread evenly
+    over [-1, 1]), and a decoder from 8x8 draws cell i around pixel 4i + 1.5."""
+    from slotlab.models.object_discovery import decoder_cell_centres
+
+    model = SlotAttentionAutoEncoder(
+        resolution=(32, 32), num_slots=3, slot_size=16, mlp_hidden_size=16,
+        encoder_channels=(8, 8, 8, 8), encoder_strides=(1, 1, 2, 1), encoder_kernel_size=3,
+        decoder_channels=(8, 8), decoder_strides=(2, 2), decoder_kernel_size=3, invariant=True,
+    )
+    cols = model.slot_attention.grid.reshape(16, 16, 2)[0, :, 1]
+    torch.testing.assert_close(cols * 15.5 + 15.5, torch.arange(1.0, 32.0, 2.0))
+    cols = model.decoder_grid.reshape(8, 8, 2)[0, :, 1]
+    torch.testing.assert_close(cols * 15.5 + 15.5, torch.arange(8) * 4 + 1.5)
+    torch.testing.assert_close(decoder_cell_centres((32, 32), (32, 32)).reshape(32, 32, 2)[0, :, 1],
+                               torch.linspace(-1, 1, 32))
+    out = model(torch.zeros(2, 3, 32, 32))
+    assert out.recon_combined.shape == (2, 3, 32, 32)

@@ -31,11 +31,12 @@ from slotlab.nn.layers import (
     SoftPositionEmbed,
     dense,
     layer_norm,
+    same_padding,
 )
 from slotlab.nn.slot_attention import (
     InvariantSlotAttention,
     SlotAttention,
-    coordinate_grid,
+    pixel_coordinates,
     relative_grid,
 )
 
@@ -81,6 +82,50 @@ def encode(
         x = encoder_pos(x)  # [B, C, H', W']
     x = x.flatten(2).transpose(1, 2)  # [B, N, C]
     return mlp(norm(x))
+
+
+def _grid(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Row and column coordinates -> [h * w, 2] (row, col), row-major."""
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def encoder_cell_centres(
+    resolution: tuple[int, int], kernel_size: int, strides: tuple[int, ...]
+) -> torch.Tensor:
+    """Where each cell of the encoder's feature map sits in the image: the centre of its receptive
+    field through the TF "SAME" convolutions, in the [-1, 1] coordinates of the image's pixel
+    grid (`coordinate_grid(resolution)`): [h' * w', 2].
+
+    With stride 1 this is the pixel grid itself. With strides it is not an evenly spread
+    linspace(-1, 1, h'): a 32-pixel axis after one stride-2 layer (kernel 3) has its 16 cells at
+    pixels 1, 3, ..., 31, so the first cell sits a pixel inside the border. Invariant Slot
+    Attention measures slot positions on this grid and the decoder draws them on the pixel grid,
+    so the two must agree, or every object is drawn up to a pixel off, more the nearer it is to
+    the top-left corner."""
+    axes = []
+    for size in resolution:
+        # cell i of the current map is centred on input pixel a * i + b
+        a, b, n = 1.0, 0.0, int(size)
+        for s in strides:
+            before, _ = same_padding(n, kernel_size, s)
+            a, b = a * s, b + a * ((kernel_size - 1) / 2 - before)
+            n = -(-n // s)
+        axes.append(pixel_coordinates(a * torch.arange(n, dtype=torch.float64) + b, int(size)))
+    return _grid(*axes).float()
+
+
+def decoder_cell_centres(
+    resolution: tuple[int, int], initial_size: tuple[int, int]
+) -> torch.Tensor:
+    """The decoder's initial (h, w) cells in the image's [-1, 1] pixel coordinates: each cell is
+    upsampled to a block of resolution / initial_size pixels, and sits at that block's centre
+    (the pixel grid itself when the decoder starts at full resolution): [h * w, 2]."""
+    axes = []
+    for size, n in zip(resolution, initial_size, strict=True):
+        up = int(size) // int(n)
+        centres = up * torch.arange(int(n), dtype=torch.float64) + (up - 1) / 2
+        axes.append(pixel_coordinates(centres, int(size)))
+    return _grid(*axes).float()
 
 
 def fourier_features(rel: torch.Tensor, num_frequencies: int) -> torch.Tensor:
@@ -215,12 +260,15 @@ class SlotAttentionAutoEncoder(nn.Module):
             implicit_differentiation=implicit_differentiation, slot_init=slot_init,
         )
         if invariant:
-            self.slot_attention = InvariantSlotAttention(grid_size=feature_size, **sa_args)
+            grid = encoder_cell_centres(resolution, encoder_kernel_size, tuple(encoder_strides))
+            self.slot_attention = InvariantSlotAttention(
+                grid_size=feature_size, grid=grid, **sa_args)
             # the decoder's position code: slot-relative coordinates (and their Fourier
             # features), projected to D
             self.decoder_pos = dense(2 + 4 * decoder_frequencies, slot_size)
-            self.register_buffer("decoder_grid", coordinate_grid(decoder_initial_size),
-                                 persistent=False)
+            self.register_buffer(
+                "decoder_grid", decoder_cell_centres(resolution, decoder_initial_size),
+                persistent=False)
         else:
             self.slot_attention = SlotAttention(**sa_args)
             self.decoder_pos = SoftPositionEmbed(slot_size, decoder_initial_size)

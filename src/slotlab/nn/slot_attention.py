@@ -217,6 +217,12 @@ def coordinate_grid(size: tuple[int, int]) -> torch.Tensor:
     return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
+def pixel_coordinates(centres: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel positions (0 = the first pixel's centre, may be fractional) -> the [-1, 1]
+    coordinates of `coordinate_grid(size)` at full resolution (pixel j at -1 + 2j / (size - 1))."""
+    return centres * (2.0 / max(size - 1, 1)) - 1.0
+
+
 def relative_grid(
     grid: torch.Tensor, positions: torch.Tensor, scales: torch.Tensor
 ) -> torch.Tensor:
@@ -245,8 +251,10 @@ class InvariantSlotAttention(SlotAttention):
     position. Initial frames: positions uniform in [-1, 1] (learned slot initialisation: one fixed
     draw per slot, kept as a buffer), scales `init_scale`.
 
-    Args (beyond SlotAttention's): grid_size (h, w) of the inputs (N = h * w); init_scale;
-    min_scale.
+    Args (beyond SlotAttention's): grid_size (h, w) of the inputs (N = h * w); grid: the inputs'
+    coordinates [N, 2] (default `coordinate_grid(grid_size)`; a model with a strided encoder
+    passes its cells' centres in image coordinates, so that positions mean the same in the
+    encoder and the decoder); init_scale; min_scale.
     """
 
     def __init__(
@@ -262,11 +270,16 @@ class InvariantSlotAttention(SlotAttention):
         slot_init: str = "gaussian",
         init_scale: float = 0.1,
         min_scale: float = 0.01,
+        grid: torch.Tensor | None = None,
     ):
         super().__init__(num_slots, num_iterations, slot_size, mlp_hidden_size, epsilon,
                          input_size, implicit_differentiation, slot_init)
         self.init_scale, self.min_scale, self.max_scale = init_scale, min_scale, 2.0
-        self.register_buffer("grid", coordinate_grid(tuple(grid_size)), persistent=False)
+        if grid is None:
+            grid = coordinate_grid(tuple(grid_size))
+        if grid.shape != (grid_size[0] * grid_size[1], 2):
+            raise ValueError(f"grid {tuple(grid.shape)} does not match grid_size {grid_size}")
+        self.register_buffer("grid", grid.float(), persistent=False)
         self.project_grid = dense(2, slot_size)  # g
         self.frame_mlp = nn.Sequential(  # f, shared by keys and values
             layer_norm(slot_size), dense(slot_size, slot_size), nn.ReLU(),
