@@ -14,7 +14,9 @@ learned slot initialisation), gaussian (the paper's Gaussian slot initialisation
 Attention: slot-centric position and scale frames), ema (evaluate an exponential moving average
 of the weights, decay 0.999), fourier (with an invariant preset: Fourier features of the
 slot-relative coordinates, 3 frequencies, in the decoder's position code), decoder1x1 (a 1x1
-first decoder layer: nearly the same functions, about 40% less decoder work than 3x3). Variants
+first decoder layer: nearly the same functions, about 40% less decoder work than 3x3),
+directions (with an invariant preset: slot-set directions in the decoder's position code,
+`decoder_slot_directions`). Variants
 combine with "+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -42,6 +44,7 @@ VARIANTS = {
     "ema": {"ema_decay": 0.999},
     "fourier": {"model": {"decoder_frequencies": 3}},
     "decoder1x1": {"model": {"decoder_first_kernel_size": 1}},
+    "directions": {"model": {"decoder_slot_directions": True}},
 }
 
 

@@ -80,7 +80,8 @@ def test_test_time_slots_and_iterations():
 
 @pytest.mark.parametrize("extra", [["--implicit-diff"], ["--slot-init", "learned"],
                                    ["--grad-clip", "0.05"], ["--invariant"],
-                                   ["--invariant", "--decoder-frequencies", "3"]])
+                                   ["--invariant", "--decoder-frequencies", "3"],
+                                   ["--invariant", "--decoder-slot-directions"]])
 def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     data = write_folder(tmp_path / "data")
     preset = write_preset(tmp_path / "tiny.yaml")
@@ -102,6 +103,7 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
         assert config["slot_init"] == "learned"
     assert config.get("invariant", False) is ("--invariant" in extra)
     assert config.get("decoder_frequencies", 0) == (3 if "--decoder-frequencies" in extra else 0)
+    assert config.get("decoder_slot_directions", False) is ("--decoder-slot-directions" in extra)
     assert calls == ([0.05] * 6 if "--grad-clip" in extra else [])
     capsys.readouterr()
     assert main(["eval", str(run), "--num", "8", "--json", "--num-iterations", "5"]) == 0
@@ -156,13 +158,15 @@ def test_invariant_slots_see_inputs_in_their_own_frame():
     assert "init_positions" in sa.state_dict()  # the fixed initial frames travel with the model
 
 
-@pytest.mark.parametrize("frequencies", [0, 3])
-def test_invariant_decoder_draws_in_the_slot_frame(frequencies):
+@pytest.mark.parametrize("frequencies, directions", [(0, False), (3, False), (0, True)])
+def test_invariant_decoder_draws_in_the_slot_frame(frequencies, directions):
     """Moving a slot's position by whole pixels moves its rendering by the same pixels (away
     from the border, where the convolutions see padding); the plain model has no such frame.
-    With Fourier features of the relative coordinates the frame is the same."""
+    With Fourier features of the relative coordinates, or slot-set directions, the frame is the
+    same."""
     model = SlotAttentionAutoEncoder(**{**TINY_MODEL, "decoder_strides": [1, 1, 1]},
-                                     invariant=True, decoder_frequencies=frequencies)
+                                     invariant=True, decoder_frequencies=frequencies,
+                                     decoder_slot_directions=directions)
     assert model.decoder_pos.in_features == 2 + 4 * frequencies
     assert model.encoder_pos is None
     slots = torch.randn(1, 1, 16)
@@ -191,3 +195,44 @@ def test_fourier_features_of_the_decoder_position_code():
     assert torch.equal(fourier_features(rel, 0), rel)
     with pytest.raises(ValueError, match="needs the invariant model"):
         SlotAttentionAutoEncoder(**TINY_MODEL, decoder_frequencies=3)
+
+
+@pytest.mark.parametrize("frequencies", [0, 2])
+def test_decoder_slot_directions_turn_with_the_slot(frequencies):
+    """The first decoder layer sees slot + rel @ (P + M(slot)): in the plain model the position
+    part (input minus the broadcast slot) is the same for every slot in the same frame; with
+    slot-set directions it is rel @ M(slot) more, different per slot, and M gets gradient."""
+    def first_layer_input(model, slots, positions, scales):
+        seen = []
+        hook = model.decoder_cnn[0].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+        model.decode(slots, positions, scales)
+        hook.remove()
+        return seen[0]  # [B*K, D, H, W]
+
+    kw = {**TINY_MODEL, "decoder_strides": [1, 1, 1]}
+    torch.manual_seed(0)
+    plain = SlotAttentionAutoEncoder(**kw, invariant=True, decoder_frequencies=frequencies)
+    torch.manual_seed(0)
+    turned = SlotAttentionAutoEncoder(**kw, invariant=True, decoder_frequencies=frequencies,
+                                      decoder_slot_directions=True)
+    slots = torch.randn(1, 2, 16)
+    positions = torch.tensor([[[0.1, -0.2], [0.1, -0.2]]])  # both slots in the same frame
+    scales = torch.tensor([[[0.3, 0.4], [0.3, 0.4]]])
+    broadcast = slots.reshape(2, 16, 1, 1)
+    pos_plain = first_layer_input(plain, slots, positions, scales) - broadcast
+    torch.testing.assert_close(pos_plain[0], pos_plain[1])
+    pos_turned = first_layer_input(turned, slots, positions, scales) - broadcast
+    assert not torch.allclose(pos_turned[0], pos_turned[1], atol=1e-3)
+    # the extra term is exactly rel @ M(slot)
+    from slotlab.nn.slot_attention import relative_grid
+
+    rel = fourier_features(relative_grid(turned.decoder_grid, positions, scales)[0], frequencies)
+    m = turned.decoder_directions(slots[0]).reshape(2, 2 + 4 * frequencies, 16)
+    extra = torch.bmm(rel, m).transpose(1, 2).reshape(2, 16, 32, 32)
+    base = turned.decoder_pos(rel).transpose(1, 2).reshape(2, 16, 32, 32)
+    torch.testing.assert_close(pos_turned, base + extra, atol=1e-5, rtol=1e-4)
+    rgb, alpha = turned.decode(slots, positions, scales)
+    (rgb.square().sum() + alpha.square().sum()).backward()
+    assert turned.decoder_directions.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs the invariant model"):
+        SlotAttentionAutoEncoder(**TINY_MODEL, decoder_slot_directions=True)

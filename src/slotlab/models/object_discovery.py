@@ -179,6 +179,12 @@ class SlotAttentionAutoEncoder(nn.Module):
         decoder_frequencies: invariant model only: F > 0 adds sin/cos of the slot-relative
             coordinates at F frequencies to the decoder's position code (`fourier_features`),
             so that sharp shapes are easier to draw; 0 = the coordinates alone (ISA).
+        decoder_slot_directions: invariant model only: the decoder's position code also gets a
+            term that the slot sets, rel @ M(slot) with M a linear map from the slot to a
+            [2 + 4F, D] matrix. In the plain (additive) spatial broadcast every first-layer unit
+            sees slot + P rel, a half-plane whose orientation P is the same for every slot, so an
+            object at another rotation can only be drawn by combining fixed edge directions
+            (rotated triangles come out as blobs); with M(slot) the edges turn with the object.
     """
 
     def __init__(
@@ -202,6 +208,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         invariant: bool = False,
         decoder_frequencies: int = 0,
         decoder_first_kernel_size: int | None = None,
+        decoder_slot_directions: bool = False,
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -223,12 +230,16 @@ class SlotAttentionAutoEncoder(nn.Module):
         )
         if decoder_frequencies and not invariant:
             raise ValueError("decoder_frequencies needs the invariant model (invariant: true)")
+        if decoder_slot_directions and not invariant:
+            raise ValueError("decoder_slot_directions needs the invariant model (invariant: true)")
         if invariant:
             self.config["invariant"] = True
         if decoder_frequencies:
             self.config["decoder_frequencies"] = decoder_frequencies
         if decoder_first_kernel_size is not None:
             self.config["decoder_first_kernel_size"] = decoder_first_kernel_size
+        if decoder_slot_directions:
+            self.config["decoder_slot_directions"] = True
         self.invariant = invariant
         self.decoder_frequencies = decoder_frequencies
         self.resolution = resolution
@@ -266,12 +277,17 @@ class SlotAttentionAutoEncoder(nn.Module):
             # the decoder's position code: slot-relative coordinates (and their Fourier
             # features), projected to D
             self.decoder_pos = dense(2 + 4 * decoder_frequencies, slot_size)
+            # M(slot): the slot's own directions for the position code, [2 + 4F, D] per slot
+            self.decoder_directions = (
+                dense(slot_size, (2 + 4 * decoder_frequencies) * slot_size)
+                if decoder_slot_directions else None)
             self.register_buffer(
                 "decoder_grid", decoder_cell_centres(resolution, decoder_initial_size),
                 persistent=False)
         else:
             self.slot_attention = SlotAttention(**sa_args)
             self.decoder_pos = SoftPositionEmbed(slot_size, decoder_initial_size)
+            self.decoder_directions = None
         layers, c_in = [], slot_size
         for i, (c_out, s) in enumerate(zip(decoder_channels, decoder_strides, strict=True)):
             kernel = decoder_kernel_size
@@ -303,7 +319,11 @@ class SlotAttentionAutoEncoder(nn.Module):
         if self.invariant:  # position code in each slot's frame: (grid - S_p) / S_s
             rel = relative_grid(self.decoder_grid, positions, scales)  # [B, K, h*w, 2]
             rel = fourier_features(rel.reshape(b * k, h * w, 2), self.decoder_frequencies)
-            pos = self.decoder_pos(rel.to(x.dtype))  # [B*K, h*w, D]
+            rel = rel.to(x.dtype)
+            pos = self.decoder_pos(rel)  # [B*K, h*w, D]
+            if self.decoder_directions is not None:  # + rel @ M(slot)
+                m = self.decoder_directions(slots.reshape(b * k, d))  # [B*K, (2+4F) * D]
+                pos = pos + torch.bmm(rel, m.reshape(b * k, rel.shape[-1], d).to(rel.dtype))
             x = x + pos.transpose(1, 2).reshape(b * k, d, h, w)
         else:
             x = self.decoder_pos(x)

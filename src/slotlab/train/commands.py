@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-frequencies", type=int, metavar="F",
                    help="with --invariant: sin/cos of the slot-relative coordinates at F "
                    "frequencies in the decoder's position code")
+    p.add_argument("--decoder-slot-directions", action="store_true", default=None,
+                   help="with --invariant: the decoder's position code also gets slot-set "
+                   "directions (rel @ M(slot)), so drawn edges can turn with the object")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-num", type=int)
     p.add_argument("--image-every", type=int)
@@ -117,6 +120,8 @@ def run_train(args: argparse.Namespace) -> int:
         model["invariant"] = True
     if args.decoder_frequencies is not None:
         model["decoder_frequencies"] = args.decoder_frequencies
+    if args.decoder_slot_directions:
+        model["decoder_slot_directions"] = True
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
