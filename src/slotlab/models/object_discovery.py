@@ -36,6 +36,7 @@ from slotlab.nn.layers import (
 from slotlab.nn.slot_attention import (
     InvariantSlotAttention,
     SlotAttention,
+    grid_from_axes,
     pixel_coordinates,
     relative_grid,
 )
@@ -84,11 +85,6 @@ def encode(
     return mlp(norm(x))
 
 
-def _grid(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Row and column coordinates -> [h * w, 2] (row, col), row-major."""
-    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
-
-
 def encoder_cell_centres(
     resolution: tuple[int, int], kernel_size: int, strides: tuple[int, ...]
 ) -> torch.Tensor:
@@ -111,7 +107,7 @@ def encoder_cell_centres(
             a, b = a * s, b + a * ((kernel_size - 1) / 2 - before)
             n = -(-n // s)
         axes.append(pixel_coordinates(a * torch.arange(n, dtype=torch.float64) + b, int(size)))
-    return _grid(*axes).float()
+    return grid_from_axes(*axes).float()
 
 
 def decoder_cell_centres(
@@ -125,7 +121,7 @@ def decoder_cell_centres(
         up = int(size) // int(n)
         centres = up * torch.arange(int(n), dtype=torch.float64) + (up - 1) / 2
         axes.append(pixel_coordinates(centres, int(size)))
-    return _grid(*axes).float()
+    return grid_from_axes(*axes).float()
 
 
 def fourier_features(rel: torch.Tensor, num_frequencies: int) -> torch.Tensor:

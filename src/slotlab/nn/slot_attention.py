@@ -210,11 +210,14 @@ class SlotAttention(nn.Module):
         return slots, attn.transpose(1, 2)
 
 
+def grid_from_axes(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Row and column coordinates [h], [w] -> [h * w, 2] (row, col), row-major."""
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
 def coordinate_grid(size: tuple[int, int]) -> torch.Tensor:
     """Pixel-centre coordinates in [-1, 1] of an (h, w) grid, row-major: [h * w, 2] (row, col)."""
-    rows = torch.linspace(-1.0, 1.0, size[0])
-    cols = torch.linspace(-1.0, 1.0, size[1])
-    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+    return grid_from_axes(torch.linspace(-1.0, 1.0, size[0]), torch.linspace(-1.0, 1.0, size[1]))
 
 
 def pixel_coordinates(centres: torch.Tensor, size: int) -> torch.Tensor:
