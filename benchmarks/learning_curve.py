@@ -45,6 +45,8 @@ VARIANTS = {
     "fourier": {"model": {"decoder_frequencies": 3}},
     "decoder1x1": {"model": {"decoder_first_kernel_size": 1}},
     "directions": {"model": {"decoder_slot_directions": True}},
+    "mixture": {"mixture_sigma": 0.2},
+    "mixture01": {"mixture_sigma": 0.1},
 }
 
 

@@ -159,9 +159,12 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
                                                     enabled=bf16):
             forward(data["image"], noise=noise)
 
-    # FLOPs of the plain model (compile would hide the ops from the counter). The counter's
-    # module tracker fails on some models (torch 2.13: "Expected gradient function to be set"
-    # in Invariant Slot Attention); the speeds are still measured, the FLOPs left out.
+    # FLOPs of the plain model (compile would hide the ops from the counter). The inference pass
+    # is counted with autograd on (and no backward): under no_grad or inference_mode a view of a
+    # parameter (the learned initial slots expanded over the batch) is a leaf that requires grad
+    # without a gradient edge, and the counter's module tracker fails on it (torch 2.13:
+    # "Expected gradient function to be set"). Should the counter fail on another model, the
+    # speeds are still measured and the FLOPs left out.
     try:
         counter = FlopCounterMode(display=False)
         with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -169,7 +172,7 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
             loss.backward()
         train_flops = counter.get_total_flops() / batch_size
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
+        with counter:
             model(data["image"], noise=noise)
         infer_flops = counter.get_total_flops() / batch_size
     except AssertionError as exc:

@@ -10,6 +10,7 @@ from slotlab.cli import main
 from slotlab.models import SlotAttentionAutoEncoder
 from slotlab.models.object_discovery import fourier_features
 from slotlab.nn import SlotAttention
+from slotlab.train import loop
 from tests.train.helpers import TINY_ARGS, TINY_MODEL, write_folder, write_preset
 
 
@@ -81,7 +82,8 @@ def test_test_time_slots_and_iterations():
 @pytest.mark.parametrize("extra", [["--implicit-diff"], ["--slot-init", "learned"],
                                    ["--grad-clip", "0.05"], ["--invariant"],
                                    ["--invariant", "--decoder-frequencies", "3"],
-                                   ["--invariant", "--decoder-slot-directions"]])
+                                   ["--invariant", "--decoder-slot-directions"],
+                                   ["--mixture-sigma", "0.2"]])
 def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     data = write_folder(tmp_path / "data")
     preset = write_preset(tmp_path / "tiny.yaml")
@@ -93,6 +95,14 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
         return real_clip(params, max_norm, *a, **k)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    sigmas = []
+    real_mixture = loop.mixture_nll
+
+    def mixture_spy(image, recons, mask_logits, sigma):
+        sigmas.append(sigma)
+        return real_mixture(image, recons, mask_logits, sigma)
+
+    monkeypatch.setattr(loop, "mixture_nll", mixture_spy)
     run = tmp_path / "run"
     assert main(["train", "object-discovery", "--data", f"folder:{data}", "--out", str(run),
                  "--preset", str(preset), *TINY_ARGS, *extra]) == 0
@@ -105,6 +115,7 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     assert config.get("decoder_frequencies", 0) == (3 if "--decoder-frequencies" in extra else 0)
     assert config.get("decoder_slot_directions", False) is ("--decoder-slot-directions" in extra)
     assert calls == ([0.05] * 6 if "--grad-clip" in extra else [])
+    assert sigmas == ([0.2] * 6 if "--mixture-sigma" in extra else [])
     capsys.readouterr()
     assert main(["eval", str(run), "--num", "8", "--json", "--num-iterations", "5"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -1,8 +1,16 @@
 import itertools
 
+import pytest
 import torch
 
-from slotlab.train.losses import hungarian_huber_loss, pairwise_huber_cost, reconstruction_loss
+from slotlab.errors import ConfigError
+from slotlab.train.config import make_config
+from slotlab.train.losses import (
+    hungarian_huber_loss,
+    mixture_nll,
+    pairwise_huber_cost,
+    reconstruction_loss,
+)
 
 
 def brute_force(pred, target):
@@ -45,3 +53,51 @@ def test_hungarian_loss_gradient_flows_and_permutation_invariant():
 def test_reconstruction_loss_is_mean_squared_error():
     a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
     assert reconstruction_loss(a, b).item() == 0.25
+
+
+def test_mixture_nll_is_scaled_mse_where_one_slot_owns_every_pixel():
+    torch.manual_seed(0)
+    image, recons = torch.rand(2, 3, 4, 5) * 2 - 1, torch.randn(2, 4, 3, 4, 5)
+    logits = torch.full((2, 4, 1, 4, 5), -1e4)
+    logits[:, 2] = 0.0
+    want = reconstruction_loss(image, recons[:, 2]) / (2 * 0.3**2)
+    torch.testing.assert_close(mixture_nll(image, recons, logits, 0.3), want)
+
+
+def test_mixture_nll_by_hand_and_its_mask_gradient_is_mask_minus_posterior():
+    torch.manual_seed(1)
+    b, k, c, h, w, sigma = 2, 3, 3, 2, 3, 0.5
+    image, recons = torch.rand(b, c, h, w), torch.rand(b, k, c, h, w)
+    logits = torch.randn(b, k, 1, h, w, requires_grad=True)
+    loss = mixture_nll(image, recons, logits, sigma)
+    masks = logits.softmax(dim=1)
+    gauss = torch.exp(-((image[:, None] - recons) ** 2).sum(2, keepdim=True) / (2 * sigma**2))
+    joint = masks * gauss  # [B, K, 1, H, W]
+    torch.testing.assert_close(loss, -joint.sum(1).log().mean() / c)
+    loss.backward()
+    posterior = joint / joint.sum(1, keepdim=True)
+    # d/dlogit_k of -log sum_j m_j g_j is m_k - r_k (per pixel; the loss averages B*H*W*C)
+    torch.testing.assert_close(logits.grad, ((masks - posterior) / (b * h * w * c)).detach())
+
+
+def test_mixture_pushes_a_small_mask_where_the_mse_barely_does():
+    # slot 0 has the pixel's colour but a mask of 1%: the MSE gradient on its logit carries the
+    # softmax factor m (1 - m); the mixture's is (m - posterior) / C, about -1 / 3.
+    image = torch.zeros(1, 3, 1, 1)
+    recons = torch.stack([torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)], dim=1)
+    logits = torch.tensor([[0.0], [4.6]]).reshape(1, 2, 1, 1, 1).requires_grad_()
+    mixture_nll(image, recons, logits, 0.2).backward()
+    mix = logits.grad[0, 0].item()
+    logits.grad = None
+    combined = (recons * logits.softmax(dim=1)).sum(dim=1)
+    reconstruction_loss(image, combined).backward()
+    mse = logits.grad[0, 0].item()
+    assert mix * 3 < -0.9 and -0.03 < mse < 0
+
+
+def test_mixture_sigma_is_checked():
+    assert make_config(mixture_sigma=0.2).mixture_sigma == 0.2
+    with pytest.raises(ConfigError, match="must be > 0"):
+        make_config(mixture_sigma=0.0)
+    with pytest.raises(ConfigError, match="object discovery only"):
+        make_config(task="set_prediction", mixture_sigma=0.2)

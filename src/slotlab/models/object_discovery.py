@@ -54,6 +54,7 @@ class ObjectDiscoveryOutput:
     attention_per_iteration: list[torch.Tensor] | None = None  # T x [B, K, N] if asked
     positions: torch.Tensor | None = None  # [B, K, 2] slot positions (invariant model only)
     scales: torch.Tensor | None = None  # [B, K, 2] slot scales (invariant model only)
+    mask_logits: torch.Tensor | None = None  # [B, K, 1, H, W] before the softmax (float32)
 
 
 def conv_encoder(
@@ -351,5 +352,5 @@ class SlotAttentionAutoEncoder(nn.Module):
         return ObjectDiscoveryOutput(
             recon_combined=recon_combined, recons=recons, masks=masks, slots=slots,
             attention=attention, attention_per_iteration=sa[2] if return_all_attention else None,
-            positions=positions, scales=scales,
+            positions=positions, scales=scales, mask_logits=mask_logits.float(),
         )

@@ -44,6 +44,7 @@ class TrainConfig:
     num_workers: int | None = None
     grad_clip: float | None = None
     ema_decay: float | None = None  # evaluate and save an EMA of the weights (train/ema.py)
+    mixture_sigma: float | None = None  # object discovery: Gaussian-mixture loss, not MSE
     log_every: int = 100
     eval_every: int = 5_000
     eval_num: int = 256
@@ -102,6 +103,11 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
         raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.999), got {cfg.ema_decay}")
+    if cfg.mixture_sigma is not None:
+        if cfg.task != "object_discovery":
+            raise ConfigError("mixture_sigma is a reconstruction loss: object discovery only")
+        if not cfg.mixture_sigma > 0:
+            raise ConfigError(f"mixture_sigma must be > 0 (e.g. 0.2), got {cfg.mixture_sigma}")
     return cfg
 
 

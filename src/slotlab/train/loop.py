@@ -51,7 +51,7 @@ from slotlab.train.checkpoint import (
 from slotlab.train.config import TrainConfig, config_from_dict, learning_rate
 from slotlab.train.ema import ema_decay_at, make_ema, update_ema
 from slotlab.train.evaluate import evaluate
-from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
+from slotlab.train.losses import hungarian_huber_loss, mixture_nll, reconstruction_loss
 
 
 class TrainingStopped(SlotlabError):
@@ -176,10 +176,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
-                 noise: torch.Tensor | None = None):
-    """Forward pass and the official loss of `task`; returns (loss, output)."""
+                 noise: torch.Tensor | None = None, mixture_sigma: float | None = None):
+    """Forward pass and the official loss of `task` (object discovery with `mixture_sigma`: the
+    Gaussian-mixture likelihood instead); returns (loss, output)."""
     out = model(batch["image"], noise=noise)
     if task == "object_discovery":
+        if mixture_sigma:
+            return mixture_nll(batch["image"], out.recons, out.mask_logits, mixture_sigma), out
         return reconstruction_loss(batch["image"], out.recon_combined.float()), out
     return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
 
@@ -458,7 +461,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
                 torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, _ = compute_loss(forward, batch, cfg.task, noise)
+                loss, _ = compute_loss(forward, batch, cfg.task, noise, cfg.mixture_sigma)
             # no host sync per step: the finiteness of the loss is accumulated on the device
             # and read only where the step is logged, evaluated or checkpointed (below)
             bad |= ~torch.isfinite(loss.detach())

@@ -1,6 +1,9 @@
 """The losses of the official training scripts.
 
 - `reconstruction_loss`: mean squared error over every element (official `utils.l2_loss`).
+- `mixture_nll` (an option, not official): the negative log-likelihood of the image under the
+  per-pixel mixture of the slots' Gaussians, sum_k m_k N(x; recon_k, sigma^2) (as in IODINE and
+  MONet), per image element.
 - `hungarian_huber_loss`: per pair (target i, prediction j) the Huber loss (delta 1) averaged over
   the 19 dims; the optimal assignment per image by scipy's `linear_sum_assignment` (not
   differentiated); the sum of matched costs per image, averaged over the batch
@@ -18,6 +21,23 @@ from scipy.optimize import linear_sum_assignment
 def reconstruction_loss(image: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     """Mean squared error over all of B, C, H, W."""
     return F.mse_loss(recon, image)
+
+
+def mixture_nll(image: torch.Tensor, recons: torch.Tensor, mask_logits: torch.Tensor,
+                sigma: float) -> torch.Tensor:
+    """-log sum_k m_k N(x; recons_k, sigma^2 I) per pixel (the Gaussian constant left out),
+    averaged over B, H, W and divided by C, so that with one slot owning a pixel it equals
+    MSE / (2 sigma^2).
+
+    image [B, C, H, W], recons [B, K, C, H, W], mask_logits [B, K, 1, H, W] -> scalar.
+    Unlike the MSE of the blended image, whose gradient on a mask vanishes where the mask is
+    near 0 (softmax), the mixture pushes each pixel's mask towards the slots whose colour
+    explains it (the posterior), however small the mask is now.
+    """
+    log_masks = mask_logits.float().log_softmax(dim=1)  # [B, K, 1, H, W]
+    sq = (image.float().unsqueeze(1) - recons.float()).square().sum(dim=2, keepdim=True)
+    log_lik = torch.logsumexp(log_masks - sq / (2.0 * sigma * sigma), dim=1)  # [B, 1, H, W]
+    return -log_lik.mean() / image.shape[1]
 
 
 def pairwise_huber_cost(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
