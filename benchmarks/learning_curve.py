@@ -16,8 +16,9 @@ of the weights, decay 0.999), fourier (with an invariant preset: Fourier feature
 slot-relative coordinates, 3 frequencies, in the decoder's position code), decoder1x1 (a 1x1
 first decoder layer: nearly the same functions, about 40% less decoder work than 3x3),
 directions (with an invariant preset: slot-set directions in the decoder's position code,
-`decoder_slot_directions`). Variants
-combine with "+", e.g. `--variants fourier+ema`.
+`decoder_slot_directions`), mixture / mixture01 (train on the Gaussian-mixture likelihood of the
+pixels with sigma 0.2 / 0.1 instead of the MSE, `mixture_sigma`), batch8 (batch size 8).
+Variants combine with "+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
 table and draws the plot of the runs already there. `--test-time 5:3 9:5` also evaluates each final
@@ -47,6 +48,7 @@ VARIANTS = {
     "directions": {"model": {"decoder_slot_directions": True}},
     "mixture": {"mixture_sigma": 0.2},
     "mixture01": {"mixture_sigma": 0.1},
+    "batch8": {"batch_size": 8},
 }
 
 
