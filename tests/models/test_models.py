@@ -162,3 +162,24 @@ def test_invariant_model_grids_agree_with_the_pixel_grid():
                                torch.linspace(-1, 1, 32))
     out = model(torch.zeros(2, 3, 32, 32))
     assert out.recon_combined.shape == (2, 3, 32, 32)
+
+
+def test_cells_to_pixels_puts_each_cell_on_the_pixel_it_is_centred_on():
+    """32 pixels after one stride-2 layer: cell i sits on pixel 2i + 1 and gets its value
+    exactly there, the pixels between two cells get their mean, pixel 0 (before the first
+    centre) the first cell's value; stride 1 is the identity; weights summing to 1 still do."""
+    from slotlab.models.object_discovery import cells_to_pixels, encoder_cell_pixels
+
+    rows, cols = encoder_cell_pixels((32, 24), 3, (1, 1, 2, 1))
+    torch.testing.assert_close(rows, torch.arange(1.0, 32.0, 2.0, dtype=torch.float64))
+    torch.testing.assert_close(cols, torch.arange(1.0, 24.0, 2.0, dtype=torch.float64))
+    maps = torch.rand(2, 3, 16, 12).softmax(dim=1)
+    out = cells_to_pixels(maps, (rows, cols), (32, 24))
+    assert out.shape == (2, 3, 32, 24)
+    torch.testing.assert_close(out[..., 1::2, 1::2], maps)
+    torch.testing.assert_close(out[..., 4, 7], (maps[..., 1, 3] + maps[..., 2, 3]) / 2)
+    torch.testing.assert_close(out[..., 0, 0], maps[..., 0, 0])
+    torch.testing.assert_close(out.sum(dim=1), torch.ones(2, 32, 24))
+    same = encoder_cell_pixels((6, 5), 5, (1, 1))
+    grid = torch.rand(6, 5)
+    torch.testing.assert_close(cells_to_pixels(grid, same, (6, 5)), grid)

@@ -27,6 +27,26 @@ def test_attention_masks_of_a_strided_encoder_cover_each_pixel():
         attention_masks(torch.rand(1, 4, 17), (35, 35))
 
 
+def test_attention_masks_on_the_encoder_cell_centres():
+    """With the encoder's geometry (a stride-2 layer on 32 pixels: cells on pixels 1, 3, ...)
+    the attention lands on the pixels its cells look at; the nearest-neighbour default puts
+    cell i on pixels 2i and 2i + 1."""
+    from slotlab.models.object_discovery import encoder_cell_pixels
+
+    cells = encoder_cell_pixels((32, 32), 3, (1, 1, 2, 1))
+    ids = torch.zeros(16, 16, dtype=torch.long)
+    ids[5:9, 3:12] = 1
+    attention = torch.nn.functional.one_hot(ids.flatten(), 2).T[None].float()  # [1, 2, 256]
+    masks = attention_masks(attention, (32, 32), cells)
+    assert masks.shape == (1, 2, 1, 32, 32)
+    slot1 = masks[0, 1, 0]
+    assert slot1[11, 7].item() == 1.0 and slot1[17, 23].item() == 1.0  # cells (5, 3), (8, 11)
+    assert slot1[10, 7].item() == 0.5 and slot1[9, 7].item() == 0.0  # between cells 4 and 5
+    assert attention_masks(attention, (32, 32))[0, 1, 0, 10, 7].item() == 1.0  # nearest
+    with pytest.raises(ValueError, match="encoder has 16x16 cells"):
+        attention_masks(torch.rand(1, 2, 17), (32, 32), cells)
+
+
 def test_perfect_attention_has_fg_ari_one_and_a_split_object_does_not():
     ids = torch.zeros(1, 8, 8, dtype=torch.long)
     ids[0, :4, :4], ids[0, 4:, 4:] = 1, 2

@@ -245,3 +245,25 @@ def test_missing_split_falls_back_to_train(tmp_path, monkeypatch, capsys):
     out = visualize(model_dir, f"folder:{data}", tmp_path / "x.png", split="val")
     assert out.is_file() and asked == ["val", "train"]
     assert "using 'train'" in capsys.readouterr().out
+
+
+def test_strided_attention_is_drawn_where_its_cells_look():
+    """A 16x16 attention map from 32x32 pixels (cells centred on pixels 1, 3, ..., 31): with the
+    encoder's cell pixels, a one-cell blob peaks on its cell's pixel; bilinear resizing without
+    them puts the peak half a pixel early (equal on pixels 2i and 2i + 1)."""
+    from slotlab.models.object_discovery import encoder_cell_pixels
+    from slotlab.train.visualize import attention_images
+
+    attention = torch.zeros(1, 2, 16, 16)
+    attention[0, 1, 6, 9] = 1.0
+    attention[0, 0] = 1.0 - attention[0, 1]
+    attention = attention.reshape(1, 2, 256)
+    cells = encoder_cell_pixels((32, 32), 3, (1, 1, 2, 1))
+    placed = attention_images(attention, (32, 32), cell_pixels=cells)[0, 1]
+    assert divmod(int(placed.argmax()), 32) == (13, 19) and placed[13, 19].item() == 1.0
+    resized = attention_images(attention, (32, 32))[0, 1]
+    assert resized[12, 18].item() == resized[13, 19].item()
+    fig = object_discovery_figure(torch.zeros(1, 3, 32, 32), fake_output(1, 2, 1, 32, 32,
+                                  feature=(16, 16)), scale=1, cell_pixels=cells)
+    assert fig.size == object_discovery_figure(
+        torch.zeros(1, 3, 32, 32), fake_output(1, 2, 1, 32, 32, feature=(16, 16)), scale=1).size

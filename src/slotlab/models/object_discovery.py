@@ -86,19 +86,15 @@ def encode(
     return mlp(norm(x))
 
 
-def encoder_cell_centres(
+def encoder_cell_pixels(
     resolution: tuple[int, int], kernel_size: int, strides: tuple[int, ...]
-) -> torch.Tensor:
-    """Where each cell of the encoder's feature map sits in the image: the centre of its receptive
-    field through the TF "SAME" convolutions, in the [-1, 1] coordinates of the image's pixel
-    grid (`coordinate_grid(resolution)`): [h' * w', 2].
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image axis (rows, columns), the pixel on which each cell of the encoder's feature map
+    is centred: the centre of its receptive field through the TF "SAME" convolutions, in pixel
+    indices (0 = the first pixel's centre; float64 [h'] and [w']).
 
-    With stride 1 this is the pixel grid itself. With strides it is not an evenly spread
-    linspace(-1, 1, h'): a 32-pixel axis after one stride-2 layer (kernel 3) has its 16 cells at
-    pixels 1, 3, ..., 31, so the first cell sits a pixel inside the border. Invariant Slot
-    Attention measures slot positions on this grid and the decoder draws them on the pixel grid,
-    so the two must agree, or every object is drawn up to a pixel off, more the nearer it is to
-    the top-left corner."""
+    With stride 1 these are the pixels themselves. With strides they are not an even spread: a
+    32-pixel axis after one stride-2 layer (kernel 3) has its 16 cells at pixels 1, 3, ..., 31."""
     axes = []
     for size in resolution:
         # cell i of the current map is centred on input pixel a * i + b
@@ -107,8 +103,55 @@ def encoder_cell_centres(
             before, _ = same_padding(n, kernel_size, s)
             a, b = a * s, b + a * ((kernel_size - 1) / 2 - before)
             n = -(-n // s)
-        axes.append(pixel_coordinates(a * torch.arange(n, dtype=torch.float64) + b, int(size)))
-    return grid_from_axes(*axes).float()
+        axes.append(a * torch.arange(n, dtype=torch.float64) + b)
+    return axes[0], axes[1]
+
+
+def encoder_cell_centres(
+    resolution: tuple[int, int], kernel_size: int, strides: tuple[int, ...]
+) -> torch.Tensor:
+    """`encoder_cell_pixels` in the [-1, 1] coordinates of the image's pixel grid
+    (`coordinate_grid(resolution)`): [h' * w', 2].
+
+    Invariant Slot Attention measures slot positions on this grid and the decoder draws them on
+    the pixel grid, so the two must agree, or every object is drawn up to a pixel off, more the
+    nearer it is to the top-left corner (an evenly spread linspace(-1, 1, h') is not this grid:
+    its first cell sits a pixel inside the border)."""
+    rows, cols = encoder_cell_pixels(resolution, kernel_size, strides)
+    return grid_from_axes(pixel_coordinates(rows, int(resolution[0])),
+                          pixel_coordinates(cols, int(resolution[1]))).float()
+
+
+def config_cell_pixels(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """`encoder_cell_pixels` of a model's `config` (where its attention's N positions sit)."""
+    return encoder_cell_pixels(tuple(config["resolution"]), int(config["encoder_kernel_size"]),
+                               tuple(config["encoder_strides"]))
+
+
+def cells_to_pixels(
+    maps: torch.Tensor, cell_pixels: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]
+) -> torch.Tensor:
+    """Maps on the encoder's cells [..., h', w'] -> [..., H, W] on the pixels, each pixel
+    interpolated linearly (per axis) between the two cells centred nearest on either side of it
+    (`encoder_cell_pixels`), and equal to the outermost cell beyond the outermost centres. A pixel
+    on which a cell is centred gets that cell's value exactly; weights that sum to 1 over slots
+    still do."""
+    weights = []
+    for centres, n in zip(cell_pixels, size, strict=True):
+        centres = centres.to(torch.float64)
+        w = torch.zeros(int(n), len(centres), dtype=torch.float64)
+        pixels = torch.arange(int(n), dtype=torch.float64)
+        if len(centres) == 1:
+            w[:, 0] = 1.0
+        else:
+            p = pixels.clamp(float(centres[0]), float(centres[-1]))
+            hi = torch.searchsorted(centres, p, right=True).clamp(1, len(centres) - 1)
+            t = (p - centres[hi - 1]) / (centres[hi] - centres[hi - 1])
+            w[pixels.long(), hi - 1] = 1.0 - t
+            w[pixels.long(), hi] += t
+        weights.append(w.to(maps.dtype).to(maps.device))
+    # out[..., y, x] = sum_ij Wy[y, i] maps[..., i, j] Wx[x, j]
+    return weights[0] @ maps @ weights[1].T
 
 
 def decoder_cell_centres(

@@ -22,6 +22,7 @@ from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError
 from slotlab.metrics import average_precision_all, segmentation_errors, segmentation_metrics
 from slotlab.metrics.ap import COORD_SCALE, discrete_attributes
+from slotlab.models.object_discovery import cells_to_pixels, config_cell_pixels
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
 
 
@@ -56,12 +57,26 @@ def attribute_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> dict
     return result
 
 
-def attention_masks(attention: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def attention_masks(
+    attention: torch.Tensor, size: tuple[int, int],
+    cell_pixels: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Slot Attention's attention [B, K, N] (N = h * w encoder positions, softmax over slots)
-    as masks [B, K, 1, H, W] at the image size (nearest neighbour when h, w < H, W)."""
+    as masks [B, K, 1, H, W] at the image size.
+
+    cell_pixels: the pixels each encoder cell is centred on, per axis (`encoder_cell_pixels`);
+    the attention is then interpolated linearly between the cell centres (`cells_to_pixels`).
+    Without it, each cell is repeated over a stride x stride block of pixels (nearest
+    neighbour), the stride found from N (TF-SAME strided encoders give ceil(H / s) x ceil(W / s)
+    positions)."""
     b, k, n = attention.shape
     height, width = size
-    # TF-SAME strided encoders give ceil(H / s) x ceil(W / s) positions; find s
+    if cell_pixels is not None:
+        h, w = len(cell_pixels[0]), len(cell_pixels[1])
+        if h * w != n:
+            raise ValueError(f"{n} attention positions, but the encoder has {h}x{w} cells")
+        grid = attention.float().reshape(b, k, 1, h, w)
+        return cells_to_pixels(grid, cell_pixels, (height, width))
     for stride in range(1, max(height, width) + 1):
         h, w = -(-height // stride), -(-width // stride)
         if h * w == n:
@@ -92,6 +107,7 @@ def evaluate(
     `num_slots` / `num_iterations` evaluate with another K / T than the model was trained with.
     """
     sa = model.slot_attention
+    cell_pixels = config_cell_pixels(model.config) if task == "object_discovery" else None
     if num_slots and num_slots != sa.num_slots and sa.slot_init == "learned":
         raise ConfigError(f"this model learned its {sa.num_slots} initial slots (slot_init "
                           f"learned); it cannot be evaluated with {num_slots} slots")
@@ -119,8 +135,8 @@ def evaluate(
                 values.update(segmentation_errors(true_ids, out.masks.float()))
                 # the same FG-ARI from the last iteration's attention instead of the decoder's
                 # masks: where they differ, the slots bind objects that the decoder splits
-                values["fg_ari_attn"] = segmentation_metrics(
-                    true_ids, attention_masks(out.attention, image.shape[-2:]))["fg_ari"]
+                values["fg_ari_attn"] = segmentation_metrics(true_ids, attention_masks(
+                    out.attention, image.shape[-2:], cell_pixels))["fg_ari"]
             for key, v in values.items():
                 v = v.float().cpu()
                 finite = ~torch.isnan(v)

@@ -241,6 +241,7 @@ def save_pictures(model: nn.Module, dataset: Dataset, cfg: TrainConfig, path: Pa
     from slotlab.train.evaluate import slot_noise
 
     try:
+        from slotlab.models.object_discovery import config_cell_pixels
         from slotlab.train.visualize import object_discovery_figure, set_prediction_figure
     except ImportError:  # pictures are optional while visualisation is not installed
         return
@@ -253,7 +254,8 @@ def save_pictures(model: nn.Module, dataset: Dataset, cfg: TrainConfig, path: Pa
     out = model(image, noise=noise, return_all_attention=True)
     model.train(was_training)
     if cfg.task == "object_discovery":
-        figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num)
+        figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num,
+                                         cell_pixels=config_cell_pixels(model.config))
     else:
         target = batch.get("target")
         figure = set_prediction_figure(image.cpu(), out.predictions.cpu(), target, num=num)

@@ -38,7 +38,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from slotlab.data.preprocess import COLORS, MATERIALS, SHAPES, SIZES
 from slotlab.errors import ConfigError, DataError
-from slotlab.models.object_discovery import ObjectDiscoveryOutput
+from slotlab.models.object_discovery import (
+    ObjectDiscoveryOutput,
+    cells_to_pixels,
+    config_cell_pixels,
+)
 
 # Layout (pixels): gap between cells, height of the column-header strip, smallest cell side.
 PAD = 4
@@ -120,15 +124,24 @@ def feature_grid(num_positions: int, height: int, width: int) -> tuple[int, int]
 
 
 def attention_images(
-    attention: torch.Tensor, size: tuple[int, int], feature_size: tuple[int, int] | None = None
+    attention: torch.Tensor, size: tuple[int, int], feature_size: tuple[int, int] | None = None,
+    cell_pixels: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Attention [B, K, N] -> [B, K, H, W]: reshaped to the feature grid, bilinearly resized."""
+    """Attention [B, K, N] -> [B, K, H, W]: reshaped to the feature grid and resized to the
+    image. With `cell_pixels` (the pixels each encoder cell is centred on, per axis:
+    `encoder_cell_pixels`) it is interpolated linearly between the cell centres, so that each
+    cell's value lands where the cell looks; without, resized bilinearly as if the cells spread
+    evenly over the image."""
     b, k, n = attention.shape
+    if cell_pixels is not None:
+        feature_size = (len(cell_pixels[0]), len(cell_pixels[1]))
     h, w = feature_size or feature_grid(n, *size)
     if h * w != n:
         raise ValueError(f"feature_size {(h, w)} does not hold {n} attention positions")
     maps = attention.detach().float().cpu().reshape(b * k, 1, h, w)
-    if (h, w) != tuple(size):
+    if cell_pixels is not None:
+        maps = cells_to_pixels(maps, cell_pixels, size)
+    elif (h, w) != tuple(size):
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     return maps.reshape(b, k, *size)
 
@@ -220,6 +233,7 @@ def object_discovery_figure(
     num: int = 8,
     feature_size: tuple[int, int] | None = None,
     scale: int | None = None,
+    cell_pixels: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Image.Image:
     """A grid of the first `num` examples: input, reconstruction, slots, masks, attention.
 
@@ -232,6 +246,9 @@ def object_discovery_figure(
         feature_size: (h', w') of the encoder feature map (N = h' * w'); None = the square-ish
             grid with the image's aspect ratio.
         scale: integer upscaling of every cell (nearest); None = enough for MIN_CELL pixels.
+        cell_pixels: where the encoder's cells sit on the pixels, per axis
+            (`config_cell_pixels(model.config)`): the attention is drawn there. None = spread
+            evenly over the image (right for stride 1; up to half a pixel off with strides).
     Returns:
         an RGB image of min(B, num) rows and 2 + K + 1 + T columns of cells of (H*scale,
         W*scale) pixels, PAD pixels apart, under a HEADER_HEIGHT strip of column labels.
@@ -258,7 +275,7 @@ def object_discovery_figure(
     inputs, recons, slots = to_uint8(image[:b]), to_uint8(output.recon_combined[:b]), to_uint8(
         slot_pictures
     )
-    attention_maps = [attention_images(a[:b], (h, w), feature_size) for a in attention]
+    attention_maps = [attention_images(a[:b], (h, w), feature_size, cell_pixels) for a in attention]
     for row in range(b):
         cells = [inputs[row], recons[row], *slots[row], colour_segmentation(masks[row])]
         cells += [colour_segmentation(a[row], hard=False) for a in attention_maps]
@@ -524,7 +541,8 @@ def visualize(
         output = model(images, noise=noise, return_all_attention=True)
 
     if task == "object_discovery":
-        figure = object_discovery_figure(images, output, num=num)
+        figure = object_discovery_figure(images, output, num=num,
+                                         cell_pixels=config_cell_pixels(model.config))
     else:
         targets = None
         if all("target" in s for s in samples):
