@@ -153,6 +153,26 @@ def compare_table(run_dirs: list[Path], minutes: float) -> str:
     return "\n".join(rows)
 
 
+def step_table(run_dirs: list[Path]) -> str:
+    """The metric (and for object discovery the MSE) of each run at each evaluated step, one
+    column per run: runs from machines of different speeds compared at equal training steps."""
+    runs = [{r["step"]: r for r in eval_records(d)} for d in run_dirs]
+    steps = sorted(set().union(*runs))
+    rows = ["| step | " + " | ".join(str(d) for d in run_dirs) + " |",
+            "|---|" + "---|" * len(run_dirs)]
+    for step in steps:
+        cells = []
+        for records in runs:
+            r = records.get(step)
+            if r is None:
+                cells.append("")
+                continue
+            metric = metric_name([r])
+            cells.append(f"{r[metric]:.3f}" + (f" ({r['mse']:.4f})" if "mse" in r else ""))
+        rows.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def test_time_table(out: Path, variants: list[str], seeds: list[int],
                     settings: list[tuple[int, int]], metrics: list[str]) -> str:
     """Evaluate each run's final model with other slot counts K and iterations T than it was
@@ -224,6 +244,9 @@ def main() -> None:
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN_DIR",
                         help="train nothing: one summary row per run directory (runs of any "
                         "settings), within --minutes")
+    parser.add_argument("--by-step", action="store_true",
+                        help="with --compare: the metric of every run at every evaluated step "
+                        "instead (for runs from machines of different speeds)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: table and plot from the runs already under OUT")
     parser.add_argument("--test-time", nargs="+", default=[], metavar="K:T",
@@ -235,7 +258,8 @@ def main() -> None:
                         help="torch CPU threads per run (e.g. 1 when running seeds side by side)")
     args = parser.parse_args()
     if args.compare:
-        print(compare_table(args.compare, args.minutes))
+        print(step_table(args.compare) if args.by_step else
+              compare_table(args.compare, args.minutes))
         return
     extra = {"data": args.data} if args.data else {}
     if args.bf16:
