@@ -1,0 +1,59 @@
+"""benchmarks/learning_curve.py: variant names and the tables it prints from run directories."""
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lc():
+    spec = importlib.util.spec_from_file_location("learning_curve",
+                                                  ROOT / "benchmarks" / "learning_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(run_dir: Path, evals: list[tuple[int, float, float, float]]) -> Path:
+    """metrics.jsonl with a training line and an evaluation (step, minutes, fg_ari, mse) each."""
+    run_dir.mkdir(parents=True)
+    lines = []
+    for step, minutes, fg_ari, mse in evals:
+        lines.append({"step": step, "loss": 0.1, "train_minutes": minutes})
+        lines.append({"step": step, "split": "val", "train_minutes": minutes,
+                      "images_seen": 16 * step, "fg_ari": fg_ari, "mse": mse})
+    (run_dir / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    return run_dir
+
+
+def test_variants_combine_and_unknown_names_are_refused(lc):
+    settings = lc.variant_settings("mixture+batch8+directions")
+    assert settings == {"model": {"decoder_slot_directions": True}, "mixture_sigma": 0.2,
+                        "batch_size": 8}
+    assert lc.parse_variant("clip+ema") == "clip+ema"
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown variant nope"):
+        lc.parse_variant("clip+nope")
+
+
+def test_step_table_lines_runs_up_by_step(lc, tmp_path):
+    a = write_run(tmp_path / "a", [(1000, 4.0, 0.5, 0.03), (2000, 8.0, 0.6, 0.02)])
+    b = write_run(tmp_path / "b", [(1000, 6.0, 0.4, 0.05), (1500, 9.0, 0.45, 0.04)])
+    rows = lc.step_table([a, b]).splitlines()
+    assert rows[0] == f"| step | {a} | {b} |"
+    assert rows[2:] == ["| 1000 | 0.500 (0.0300) | 0.400 (0.0500) |",
+                        "| 1500 |  | 0.450 (0.0400) |",
+                        "| 2000 | 0.600 (0.0200) |  |"]
+
+
+def test_compare_table_within_the_budget(lc, tmp_path):
+    run = write_run(tmp_path / "r", [(1000, 5.0, 0.4, 0.05), (2000, 10.0, 0.7, 0.03),
+                                     (3000, 15.0, 0.6, 0.02), (4000, 25.0, 0.9, 0.01)])
+    row = lc.compare_table([run], minutes=20).splitlines()[-1]
+    # 48,000 images in 15 minutes; binds at step 2,000; best and last within 20 minutes
+    assert row == (f"| {run} | 53 | 10.0 min (step 2000) | 0.700 at 10.0 min | "
+                   "0.700 at 10.0 min | 0.600 at 15.0 min |")
