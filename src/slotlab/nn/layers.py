@@ -76,11 +76,65 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
             y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding,
                                    self.output_padding, self.groups, self.dilation)
             y = y[:, : self.out_channels]
+        elif max(self.stride) > 1 and _cpu_bf16(x):
+            y = conv_transpose2d_subpixel(x, self.weight, self.bias, self.stride, self.padding)
         else:
             y = super().forward(x)
         if y.shape[-2] != h or y.shape[-1] != w:
             y = y[..., :h, :w]
         return y
+
+
+def _cpu_bf16(x: torch.Tensor) -> bool:
+    """On the CPU in bf16 (a bf16 tensor, or bf16 autocast): strided transposed convolutions take
+    the sub-pixel path there, 2-2.5x faster (in float32 oneDNN's own is faster)."""
+    if x.device.type != "cpu":
+        return False
+    if x.dtype == torch.bfloat16:
+        return True
+    try:
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):  # torch < 2.4
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return enabled and dtype == torch.bfloat16
+
+
+def conv_transpose2d_subpixel(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    stride: tuple[int, int], padding: tuple[int, int],
+) -> torch.Tensor:
+    """`F.conv_transpose2d(x, weight, bias, stride, padding)` computed as one ordinary convolution
+    and a pixel shuffle (sub-pixel convolution); the same numbers up to float rounding, several
+    times faster on the CPU, where strided transposed convolutions take a slow path.
+
+    Output pixel o = q s + r (phase r) of the full transposed convolution collects x[q - m] w[r +
+    m s] over m: for each phase a correlation of x with the taps r, r + s, ... flipped. All s * s
+    phases are one convolution with M = ceil(k / s) taps per axis (taps beyond the kernel are 0)
+    and s * s * C_out outputs, interleaved by `pixel_shuffle`, then cropped by `padding`. It does
+    (M s / k)^2 times the multiply-adds (16/9 for k = 3, s = 2; 36/25 for k = 5), yet in bf16 on
+    the CPU it trains 2-2.5x faster than `F.conv_transpose2d` (32 channels, 16x16 -> 32x32).
+
+    x [B, C_in, H, W], weight [C_in, C_out, kh, kw] (ConvTranspose2d layout) ->
+    [B, C_out, (H - 1) s + kh - 2 p, (W - 1) s + kw - 2 p].
+    """
+    c_in, c_out, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    if sh != sw:
+        raise ValueError(f"the sub-pixel path needs equal strides, got {stride}")
+    s = sh
+    mh, mw = -(-kh // s), -(-kw // s)
+    # kernel[(co, r1, r2), ci, a, b] = weight[ci, co, r1 + (mh - 1 - a) s, r2 + (mw - 1 - b) s]
+    rows = torch.arange(s)[:, None] + (mh - 1 - torch.arange(mh))[None, :] * s  # [s, mh]
+    cols = torch.arange(s)[:, None] + (mw - 1 - torch.arange(mw))[None, :] * s  # [s, mw]
+    padded = F.pad(weight, (0, s * mw - kw, 0, s * mh - kh))  # taps beyond the kernel are 0
+    kernel = padded[:, :, rows[:, None, :, None], cols[None, :, None, :]]  # [Ci, Co, s, s, mh, mw]
+    kernel = kernel.permute(1, 2, 3, 0, 4, 5).reshape(c_out * s * s, c_in, mh, mw)
+    bias_all = None if bias is None else bias.repeat_interleave(s * s)
+    y = F.conv2d(F.pad(x, (mw - 1, mw - 1, mh - 1, mh - 1)), kernel.to(x.dtype),
+                 None if bias_all is None else bias_all.to(x.dtype))
+    y = F.pixel_shuffle(y, s)  # [B, Co, s (H + mh - 1), s (W + mw - 1)]
+    height, width = (x.shape[-2] - 1) * s + kh, (x.shape[-1] - 1) * s + kw  # the full output
+    return y[..., ph : height - ph, pw : width - pw]
 
 
 def keras_init_(module: nn.Module) -> nn.Module:
