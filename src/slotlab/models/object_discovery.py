@@ -391,9 +391,10 @@ class SlotAttentionAutoEncoder(nn.Module):
         slots, attention = sa[0], sa[1]
         positions, scales = (sa[3], sa[4]) if self.invariant else (None, None)
         recons, mask_logits = self.decode(slots, positions, scales)
+        mask_logits = mask_logits.float()  # kept in the output (the mixture loss reads them)
         recons, masks, recon_combined = combine_slots(recons, mask_logits)
         return ObjectDiscoveryOutput(
             recon_combined=recon_combined, recons=recons, masks=masks, slots=slots,
             attention=attention, attention_per_iteration=sa[2] if return_all_attention else None,
-            positions=positions, scales=scales, mask_logits=mask_logits.float(),
+            positions=positions, scales=scales, mask_logits=mask_logits,
         )

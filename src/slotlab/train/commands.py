@@ -131,8 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
               "seed", "device", "bf16", "compile", "cuda_graphs", "pad_last_layer",
               "channels_last", "num_workers", "grad_clip", "ema_decay",
               "mixture_sigma", "eval_every", "eval_num", "image_every", "checkpoint_every",
-              "log_every",
-              "deterministic", "max_minutes")
+              "log_every", "deterministic", "max_minutes")
     cfg = make_config(preset, task=task, model=model, data_options=data_options,
                       **{k: getattr(args, k) for k in fields})
     result = train(cfg, run_dir, progress=not args.no_progress)

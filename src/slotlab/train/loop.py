@@ -40,6 +40,7 @@ from slotlab.data.build import default_num_workers
 from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError, DataError, SlotlabError
 from slotlab.models import build_model
+from slotlab.models.object_discovery import config_cell_pixels
 from slotlab.models.pretrained import save_pretrained
 from slotlab.train.checkpoint import (
     MODEL_DIR,
@@ -241,7 +242,6 @@ def save_pictures(model: nn.Module, dataset: Dataset, cfg: TrainConfig, path: Pa
     from slotlab.train.evaluate import slot_noise
 
     try:
-        from slotlab.models.object_discovery import config_cell_pixels
         from slotlab.train.visualize import object_discovery_figure, set_prediction_figure
     except ImportError:  # pictures are optional while visualisation is not installed
         return
