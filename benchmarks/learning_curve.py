@@ -17,7 +17,9 @@ slot-relative coordinates, 3 frequencies, in the decoder's position code), decod
 first decoder layer: nearly the same functions, about 40% less decoder work than 3x3),
 directions (with an invariant preset: slot-set directions in the decoder's position code,
 `decoder_slot_directions`), mixture / mixture01 (train on the Gaussian-mixture likelihood of the
-pixels with sigma 0.2 / 0.1 instead of the MSE, `mixture_sigma`), batch8 (batch size 8).
+pixels with sigma 0.2 / 0.1 instead of the MSE, `mixture_sigma`), batch8 (batch size 8),
+maskattn (the masks also get the final slots' attention logits, `mask_attention`), stride1 (an
+encoder without strides: attention over every pixel).
 Variants combine with "+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -49,6 +51,8 @@ VARIANTS = {
     "mixture": {"mixture_sigma": 0.2},
     "mixture01": {"mixture_sigma": 0.1},
     "batch8": {"batch_size": 8},
+    "maskattn": {"model": {"mask_attention": True}},
+    "stride1": {"model": {"encoder_strides": [1, 1, 1, 1]}},
 }
 
 

@@ -83,7 +83,7 @@ def test_test_time_slots_and_iterations():
                                    ["--grad-clip", "0.05"], ["--invariant"],
                                    ["--invariant", "--decoder-frequencies", "3"],
                                    ["--invariant", "--decoder-slot-directions"],
-                                   ["--mixture-sigma", "0.2"]])
+                                   ["--mixture-sigma", "0.2"], ["--mask-attention"]])
 def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     data = write_folder(tmp_path / "data")
     preset = write_preset(tmp_path / "tiny.yaml")
@@ -114,6 +114,7 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
     assert config.get("invariant", False) is ("--invariant" in extra)
     assert config.get("decoder_frequencies", 0) == (3 if "--decoder-frequencies" in extra else 0)
     assert config.get("decoder_slot_directions", False) is ("--decoder-slot-directions" in extra)
+    assert config.get("mask_attention", False) is ("--mask-attention" in extra)
     assert calls == ([0.05] * 6 if "--grad-clip" in extra else [])
     assert sigmas == ([0.2] * 6 if "--mixture-sigma" in extra else [])
     capsys.readouterr()
@@ -247,3 +248,55 @@ def test_decoder_slot_directions_turn_with_the_slot(frequencies):
     assert turned.decoder_directions.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="needs the invariant model"):
         SlotAttentionAutoEncoder(**TINY_MODEL, decoder_slot_directions=True)
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_final_logits_are_the_next_iterations_attention(invariant):
+    """`final_logits` of the final slots are what one more iteration would attend with: their
+    softmax over slots is that iteration's attention map."""
+    sa = make_invariant() if invariant else make()
+    x, noise = torch.randn(2, 30, 8), torch.randn(2, 4, 16)
+    if invariant:
+        slots, _, _, positions, scales = sa(x, noise=noise)
+        logits = sa.final_logits(x, slots, positions, scales)
+        _, attn_next, *_ = sa.frame_step(
+            slots, positions, scales, sa.project_k(sa.norm_inputs(x))[:, None],
+            sa.project_v(sa.norm_inputs(x))[:, None], sa.slot_size**-0.5)
+    else:
+        slots, _ = sa(x, noise=noise)
+        logits = sa.final_logits(x, slots)
+        xn = sa.norm_inputs(x)
+        _, attn_next = sa.step(slots, sa.project_k(xn), sa.project_v(xn), sa.slot_size**-0.5)
+    assert logits.shape == (2, 4, 30) and logits.dtype == torch.float32
+    torch.testing.assert_close(logits.softmax(dim=1), attn_next)
+
+
+@pytest.mark.parametrize("strides", [(1, 1, 1, 1), (1, 2, 1, 1)])
+def test_mask_attention_adds_the_attention_logits_to_the_masks(strides):
+    """With `mask_attention` the mask logits are the decoder's plus the final slots' attention
+    logits placed on the pixels (exactly the cells' values where a cell is centred on a pixel);
+    the masks then follow the input: with the decoder's alpha output zeroed they are the
+    softmax of the attention term alone, and the key projection gets gradient through them."""
+    torch.manual_seed(0)
+    kw = {**TINY_MODEL, "encoder_strides": strides}
+    plain = SlotAttentionAutoEncoder(**kw)
+    model = SlotAttentionAutoEncoder(**kw, mask_attention=True)
+    model.load_state_dict(plain.state_dict())
+    assert model.config["mask_attention"] is True and "mask_attention" not in plain.config
+    image, noise = torch.rand(2, 3, 32, 32) * 2 - 1, torch.randn(2, TINY_MODEL["num_slots"], 16)
+    a, b = plain(image, noise=noise), model(image, noise=noise)
+    torch.testing.assert_close(a.recons, b.recons)
+    term = b.mask_logits - a.mask_logits  # [B, K, 1, H, W]
+    logits = model.slot_attention.final_logits(model.encode(image), b.slots)  # [B, K, N]
+    h, w = model.feature_size
+    rows, cols = model.cell_pixels
+    on_cells = term[:, :, 0][:, :, rows.long()][:, :, :, cols.long()]
+    torch.testing.assert_close(on_cells, logits.reshape(2, -1, h, w))
+    last = model.decoder_cnn[-1]
+    with torch.no_grad():  # the decoder's alpha channel -> 0
+        last.weight[:, 3:] = 0  # [C_in, C_out, k, k]
+        last.bias[3:] = 0
+    out = model(image, noise=noise)
+    torch.testing.assert_close(out.masks, term.softmax(dim=1), atol=1e-5, rtol=1e-4)
+    g = grads(model, out.recon_combined.square().mean())
+    assert g["slot_attention.project_k.weight"].abs().sum() > 0

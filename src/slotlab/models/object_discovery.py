@@ -225,6 +225,13 @@ class SlotAttentionAutoEncoder(nn.Module):
             sees slot + P rel, a half-plane whose orientation P is the same for every slot, so an
             object at another rotation can only be drawn by combining fixed edge directions
             (rotated triangles come out as blobs); with M(slot) the edges turn with the object.
+        mask_attention: add to each slot's decoder mask logits the attention logits of the
+            final slots over the encoder's cells, k(inputs) . q(slots) / sqrt(D) (in the slot's
+            frame for the invariant model), placed on the pixels by `cells_to_pixels`. The masks
+            then see the input directly: a pixel goes to the slot whose key it matches, and the
+            decoder only has to draw each slot's colours, not its outline. Not the paper's model
+            (off by default): the reconstruction can route each pixel to any of the K slots'
+            colours, so the slots need encode less of the object's shape.
     """
 
     def __init__(
@@ -249,6 +256,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         decoder_frequencies: int = 0,
         decoder_first_kernel_size: int | None = None,
         decoder_slot_directions: bool = False,
+        mask_attention: bool = False,
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -280,6 +288,9 @@ class SlotAttentionAutoEncoder(nn.Module):
             self.config["decoder_first_kernel_size"] = decoder_first_kernel_size
         if decoder_slot_directions:
             self.config["decoder_slot_directions"] = True
+        if mask_attention:
+            self.config["mask_attention"] = True
+        self.mask_attention = mask_attention
         self.invariant = invariant
         self.decoder_frequencies = decoder_frequencies
         self.resolution = resolution
@@ -298,6 +309,9 @@ class SlotAttentionAutoEncoder(nn.Module):
                 f"does not give the resolution {resolution}"
             )
         hidden = encoder_channels[-1]
+        self.feature_size = feature_size
+        self.cell_pixels = encoder_cell_pixels(
+            resolution, encoder_kernel_size, tuple(encoder_strides))
 
         self.encoder_cnn = conv_encoder(
             num_channels, tuple(encoder_channels), encoder_kernel_size, tuple(encoder_strides)
@@ -373,6 +387,21 @@ class SlotAttentionAutoEncoder(nn.Module):
         x = x.reshape(b, k, *x.shape[1:])
         return x[:, :, : self.num_channels], x[:, :, self.num_channels :]
 
+    def attention_mask_logits(
+        self, inputs: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor | None,
+        scales: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`mask_attention`'s term: the final slots' attention logits over the inputs [B, N, D]
+        on the image's pixels, [B, K, 1, H, W] (float32)."""
+        if self.invariant:
+            logits = self.slot_attention.final_logits(inputs, slots, positions, scales)
+        else:
+            logits = self.slot_attention.final_logits(inputs, slots)
+        logits = logits.reshape(*logits.shape[:2], *self.feature_size)  # [B, K, h', w']
+        if tuple(self.feature_size) != tuple(self.resolution):
+            logits = cells_to_pixels(logits, self.cell_pixels, self.resolution)
+        return logits[:, :, None]
+
     def forward(
         self,
         image: torch.Tensor,
@@ -392,6 +421,9 @@ class SlotAttentionAutoEncoder(nn.Module):
         positions, scales = (sa[3], sa[4]) if self.invariant else (None, None)
         recons, mask_logits = self.decode(slots, positions, scales)
         mask_logits = mask_logits.float()  # kept in the output (the mixture loss reads them)
+        if self.mask_attention:
+            mask_logits = mask_logits + self.attention_mask_logits(
+                inputs, slots, positions, scales)
         recons, masks, recon_combined = combine_slots(recons, mask_logits)
         return ObjectDiscoveryOutput(
             recon_combined=recon_combined, recons=recons, masks=masks, slots=slots,

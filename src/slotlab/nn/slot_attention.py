@@ -191,6 +191,15 @@ class SlotAttention(nn.Module):
         weights = attn + self.epsilon
         return attn, weights / weights.sum(dim=1, keepdim=True)
 
+    def final_logits(self, inputs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """The attention logits of the final slots over the inputs, k(inputs) . q(slots) /
+        sqrt(D), as the next iteration would compute them: inputs [B, N, D_in], slots [B, K, D]
+        -> [B, K, N] (float32)."""
+        k = self.project_k(self.norm_inputs(inputs))  # [B, N, D]
+        q = self.project_q(self.norm_slots(slots)) * self.slot_size**-0.5  # [B, K, D]
+        with torch.autocast(k.device.type, enabled=False):
+            return torch.einsum("bnd,bkd->bkn", k.float(), q.float())
+
     def step(
         self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,6 +344,19 @@ class InvariantSlotAttention(SlotAttention):
                 slots, positions, scales, k_in, v_in, scale)
             attentions.append(attn)
         return slots, attentions[-1], attentions if return_all_attention else [], positions, scales
+
+    def final_logits(  # type: ignore[override]
+        self, inputs: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor,
+        scales: torch.Tensor,
+    ) -> torch.Tensor:
+        """`SlotAttention.final_logits` with the keys seen in each slot's final frame
+        (positions, scales [B, K, 2]): [B, K, N] (float32)."""
+        k_in = self.project_k(self.norm_inputs(inputs))[:, None]  # [B, 1, N, D]
+        rel = relative_grid(self.grid, positions, scales)  # [B, K, N, 2]
+        k = self.frame_mlp(k_in + self.project_grid(rel.to(k_in.dtype)))  # [B, K, N, D]
+        q = self.project_q(self.norm_slots(slots)) * self.slot_size**-0.5  # [B, K, D]
+        with torch.autocast(k.device.type, enabled=False):
+            return torch.einsum("bknd,bkd->bkn", k.float(), q.float())
 
     def frame_step(
         self, slots: torch.Tensor, positions: torch.Tensor, scales: torch.Tensor,

@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-slot-directions", action="store_true", default=None,
                    help="with --invariant: the decoder's position code also gets slot-set "
                    "directions (rel @ M(slot)), so drawn edges can turn with the object")
+    p.add_argument("--mask-attention", action="store_true", default=None,
+                   help="add the final slots' attention logits over the encoder's cells to the "
+                   "decoder's mask logits (the masks see the input; not the paper's model)")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-num", type=int)
     p.add_argument("--image-every", type=int)
@@ -125,6 +128,8 @@ def run_train(args: argparse.Namespace) -> int:
         model["decoder_frequencies"] = args.decoder_frequencies
     if args.decoder_slot_directions:
         model["decoder_slot_directions"] = True
+    if args.mask_attention:
+        model["mask_attention"] = True
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
