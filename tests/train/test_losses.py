@@ -1,4 +1,5 @@
 import itertools
+import math
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from slotlab.errors import ConfigError
 from slotlab.train.config import make_config
 from slotlab.train.losses import (
     hungarian_huber_loss,
+    mask_entropy,
     mixture_nll,
     pairwise_huber_cost,
     reconstruction_loss,
@@ -101,3 +103,42 @@ def test_mixture_sigma_is_checked():
         make_config(mixture_sigma=0.0)
     with pytest.raises(ConfigError, match="object discovery only"):
         make_config(task="set_prediction", mixture_sigma=0.2)
+
+
+def test_mask_entropy_by_hand_and_it_breaks_a_near_tie():
+    # pixel 0: one slot owns it (entropy 0); pixel 1: two of four slots share it equally (log 2)
+    logits = torch.tensor([[[100.0, 0.0]], [[0.0, 0.0]], [[0.0, -100.0]], [[0.0, -100.0]]])
+    logits = logits.reshape(1, 4, 1, 1, 2)
+    torch.testing.assert_close(mask_entropy(logits), torch.tensor(math.log(2) / 2))
+    # uniform over K slots: log K, the maximum
+    torch.testing.assert_close(mask_entropy(torch.zeros(2, 5, 1, 3, 3)), torch.tensor(math.log(5)))
+    # two slots hold an object at 0.51 / 0.49: descending the penalty moves weight to the larger
+    logits = torch.tensor([0.04, 0.0]).reshape(1, 2, 1, 1, 1).requires_grad_()
+    mask_entropy(logits).backward()
+    assert logits.grad[0, 0] < 0 < logits.grad[0, 1]
+
+
+def test_mask_entropy_is_checked_and_trains(tmp_path, monkeypatch):
+    assert make_config(mask_entropy=0.005).mask_entropy == 0.005
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        make_config(mask_entropy=-1.0)
+    with pytest.raises(ConfigError, match="object discovery only"):
+        make_config(task="set_prediction", mask_entropy=0.005)
+    from slotlab.cli import main
+    from slotlab.train import loop
+    from tests.train.helpers import TINY_ARGS, write_folder, write_preset
+
+    seen = []
+    real = loop.mask_entropy
+
+    def spy(mask_logits):
+        value = real(mask_logits)
+        seen.append(value.item())
+        return value
+
+    monkeypatch.setattr(loop, "mask_entropy", spy)
+    data, preset = write_folder(tmp_path / "data"), write_preset(tmp_path / "tiny.yaml")
+    assert main(["train", "object-discovery", "--data", f"folder:{data}", "--out",
+                 str(tmp_path / "run"), "--preset", str(preset), *TINY_ARGS,
+                 "--mask-entropy", "0.01"]) == 0
+    assert len(seen) == 6 and all(0 < v <= math.log(4) + 1e-5 for v in seen)

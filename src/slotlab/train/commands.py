@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mixture-sigma", type=float, metavar="S",
                    help="object discovery: train on the Gaussian-mixture likelihood of the "
                    "pixels (std S, images in [-1, 1], e.g. 0.2) instead of the MSE")
+    p.add_argument("--mask-entropy", type=float, metavar="W",
+                   help="object discovery: add W times the mean entropy of the pixels' masks over "
+                   "the slots to the loss (breaks ties between slots that share an object)")
     p.add_argument("--implicit-diff", action="store_true", default=None,
                    help="implicit differentiation: detach slots before the last iteration")
     p.add_argument("--slot-init", choices=["gaussian", "learned"],
@@ -134,8 +137,8 @@ def run_train(args: argparse.Namespace) -> int:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
               "seed", "device", "bf16", "compile", "cuda_graphs", "pad_last_layer",
-              "channels_last", "num_workers", "grad_clip", "ema_decay",
-              "mixture_sigma", "eval_every", "eval_num", "image_every", "checkpoint_every",
+              "channels_last", "num_workers", "grad_clip", "ema_decay", "mixture_sigma",
+              "mask_entropy", "eval_every", "eval_num", "image_every", "checkpoint_every",
               "log_every", "deterministic", "max_minutes")
     cfg = make_config(preset, task=task, model=model, data_options=data_options,
                       **{k: getattr(args, k) for k in fields})

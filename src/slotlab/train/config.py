@@ -45,6 +45,7 @@ class TrainConfig:
     grad_clip: float | None = None
     ema_decay: float | None = None  # evaluate and save an EMA of the weights (train/ema.py)
     mixture_sigma: float | None = None  # object discovery: Gaussian-mixture loss, not MSE
+    mask_entropy: float | None = None  # object discovery: + this weight x the masks' entropy
     log_every: int = 100
     eval_every: int = 5_000
     eval_num: int = 256
@@ -108,6 +109,11 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
             raise ConfigError("mixture_sigma is a reconstruction loss: object discovery only")
         if not cfg.mixture_sigma > 0:
             raise ConfigError(f"mixture_sigma must be > 0 (e.g. 0.2), got {cfg.mixture_sigma}")
+    if cfg.mask_entropy is not None:
+        if cfg.task != "object_discovery":
+            raise ConfigError("mask_entropy is a penalty on the masks: object discovery only")
+        if not cfg.mask_entropy >= 0:
+            raise ConfigError(f"mask_entropy must be >= 0 (e.g. 0.005), got {cfg.mask_entropy}")
     return cfg
 
 

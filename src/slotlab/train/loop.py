@@ -52,7 +52,12 @@ from slotlab.train.checkpoint import (
 from slotlab.train.config import TrainConfig, config_from_dict, learning_rate
 from slotlab.train.ema import ema_decay_at, make_ema, update_ema
 from slotlab.train.evaluate import evaluate
-from slotlab.train.losses import hungarian_huber_loss, mixture_nll, reconstruction_loss
+from slotlab.train.losses import (
+    hungarian_huber_loss,
+    mask_entropy,
+    mixture_nll,
+    reconstruction_loss,
+)
 
 
 class TrainingStopped(SlotlabError):
@@ -177,14 +182,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
-                 noise: torch.Tensor | None = None, mixture_sigma: float | None = None):
+                 noise: torch.Tensor | None = None, mixture_sigma: float | None = None,
+                 mask_entropy_weight: float | None = None):
     """Forward pass and the official loss of `task` (object discovery with `mixture_sigma`: the
-    Gaussian-mixture likelihood instead); returns (loss, output)."""
+    Gaussian-mixture likelihood instead; with `mask_entropy_weight`, plus that weight times the
+    masks' mean entropy); returns (loss, output)."""
     out = model(batch["image"], noise=noise)
     if task == "object_discovery":
         if mixture_sigma:
-            return mixture_nll(batch["image"], out.recons, out.mask_logits, mixture_sigma), out
-        return reconstruction_loss(batch["image"], out.recon_combined.float()), out
+            loss = mixture_nll(batch["image"], out.recons, out.mask_logits, mixture_sigma)
+        else:
+            loss = reconstruction_loss(batch["image"], out.recon_combined.float())
+        if mask_entropy_weight:
+            loss = loss + mask_entropy_weight * mask_entropy(out.mask_logits)
+        return loss, out
     return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
 
 
@@ -463,7 +474,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
                 torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, _ = compute_loss(forward, batch, cfg.task, noise, cfg.mixture_sigma)
+                loss, _ = compute_loss(forward, batch, cfg.task, noise, cfg.mixture_sigma,
+                                       cfg.mask_entropy)
             # no host sync per step: the finiteness of the loss is accumulated on the device
             # and read only where the step is logged, evaluated or checkpointed (below)
             bad |= ~torch.isfinite(loss.detach())

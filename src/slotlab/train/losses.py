@@ -40,6 +40,17 @@ def mixture_nll(image: torch.Tensor, recons: torch.Tensor, mask_logits: torch.Te
     return -log_lik.mean() / image.shape[1]
 
 
+def mask_entropy(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each pixel's mask over the slots, -sum_k m_k log m_k, averaged over B, H, W:
+    mask_logits [B, K, 1, H, W] -> scalar in [0, log K].
+
+    As a penalty it breaks ties: where several slots hold the same object at equal weight (the
+    blend reconstructs it whichever of them draws it, so the reconstruction loss has no gradient
+    that separates them), it pushes the weight to whichever slot holds a little more."""
+    log_masks = mask_logits.float().log_softmax(dim=1)
+    return -(log_masks.exp() * log_masks).sum(dim=1).mean()
+
+
 def pairwise_huber_cost(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """cost[b, i, j] = mean over dims of Huber(targets[b, i], predictions[b, j]); [B, K_t, K_p]."""
     diff = targets.unsqueeze(2) - predictions.unsqueeze(1)  # [B, K_t, K_p, F]
