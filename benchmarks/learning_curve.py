@@ -19,9 +19,10 @@ directions (with an invariant preset: slot-set directions in the decoder's posit
 `decoder_slot_directions`), mixture / mixture01 (train on the Gaussian-mixture likelihood of the
 pixels with sigma 0.2 / 0.1 instead of the MSE, `mixture_sigma`), batch8 (batch size 8),
 maskattn (the masks also get the final slots' attention logits, `mask_attention`), stride1 (an
-encoder without strides: attention over every pixel), noinvariant (the paper's Slot Attention
-with an absolute position embedding instead of Invariant Slot Attention), entropy (add 0.005 x
-the masks' mean entropy to the loss, `mask_entropy`).
+encoder without strides: attention over every pixel), stride2 (one stride-2 encoder layer, the
+second), noinvariant (the paper's Slot Attention with an absolute position embedding instead of
+Invariant Slot Attention), entropy (add 0.005 x the masks' mean entropy to the loss,
+`mask_entropy`).
 Variants combine with "+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -55,6 +56,7 @@ VARIANTS = {
     "batch8": {"batch_size": 8},
     "maskattn": {"model": {"mask_attention": True}},
     "stride1": {"model": {"encoder_strides": [1, 1, 1, 1]}},
+    "stride2": {"model": {"encoder_strides": [1, 2, 1, 1]}},
     "noinvariant": {"model": {"invariant": False}},
     "entropy": {"mask_entropy": 0.005},
 }
