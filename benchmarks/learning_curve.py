@@ -22,7 +22,7 @@ maskattn (the masks also get the final slots' attention logits, `mask_attention`
 encoder without strides: attention over every pixel), stride2 (one stride-2 encoder layer, the
 second), noinvariant (the paper's Slot Attention with an absolute position embedding instead of
 Invariant Slot Attention), entropy (add 0.005 x the masks' mean entropy to the loss,
-`mask_entropy`).
+`mask_entropy`), iter5 (5 Slot Attention iterations instead of 3).
 Variants combine with "+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -59,6 +59,7 @@ VARIANTS = {
     "stride2": {"model": {"encoder_strides": [1, 2, 1, 1]}},
     "noinvariant": {"model": {"invariant": False}},
     "entropy": {"mask_entropy": 0.005},
+    "iter5": {"model": {"num_iterations": 5}},
 }
 
 

@@ -300,3 +300,21 @@ def test_mask_attention_adds_the_attention_logits_to_the_masks(strides):
     torch.testing.assert_close(out.masks, term.softmax(dim=1), atol=1e-5, rtol=1e-4)
     g = grads(model, out.recon_combined.square().mean())
     assert g["slot_attention.project_k.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("invariant", [False, True])
+def test_test_iterations_run_in_eval_mode_only(invariant):
+    """`test_iterations` T' runs T' iterations in eval mode and T in training; a call's
+    `num_iterations` overrides both; the option travels in the model's config."""
+    torch.manual_seed(0)
+    model = SlotAttentionAutoEncoder(**TINY_MODEL, invariant=invariant, test_iterations=5)
+    assert model.config["test_iterations"] == 5
+    image = torch.rand(2, 3, 32, 32)
+    assert len(model(image, return_all_attention=True).attention_per_iteration) == 3
+    model.eval()
+    assert len(model(image, return_all_attention=True).attention_per_iteration) == 5
+    assert len(model(image, return_all_attention=True, num_iterations=2)
+               .attention_per_iteration) == 2
+    with pytest.raises(ValueError, match="test_iterations must be >= 1"):
+        SlotAttention(num_slots=2, num_iterations=3, slot_size=8, mlp_hidden_size=8,
+                      test_iterations=0)

@@ -232,6 +232,8 @@ class SlotAttentionAutoEncoder(nn.Module):
             decoder only has to draw each slot's colours, not its outline. Not the paper's model
             (off by default): the reconstruction can route each pixel to any of the K slots'
             colours, so the slots need encode less of the object's shape.
+        test_iterations: Slot Attention iterations in eval mode (None: `num_iterations`); more
+            than in training let slots that share an object settle which one holds it.
     """
 
     def __init__(
@@ -257,6 +259,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         decoder_first_kernel_size: int | None = None,
         decoder_slot_directions: bool = False,
         mask_attention: bool = False,
+        test_iterations: int | None = None,
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -290,6 +293,8 @@ class SlotAttentionAutoEncoder(nn.Module):
             self.config["decoder_slot_directions"] = True
         if mask_attention:
             self.config["mask_attention"] = True
+        if test_iterations is not None:
+            self.config["test_iterations"] = test_iterations
         self.mask_attention = mask_attention
         self.invariant = invariant
         self.decoder_frequencies = decoder_frequencies
@@ -323,6 +328,7 @@ class SlotAttentionAutoEncoder(nn.Module):
             num_slots=num_slots, num_iterations=num_iterations, slot_size=slot_size,
             mlp_hidden_size=mlp_hidden_size, epsilon=epsilon, input_size=slot_size,
             implicit_differentiation=implicit_differentiation, slot_init=slot_init,
+            test_iterations=test_iterations,
         )
         if invariant:
             grid = encoder_cell_centres(resolution, encoder_kernel_size, tuple(encoder_strides))

@@ -47,6 +47,8 @@ class SlotAttention(nn.Module):
         input_size: D_in of the inputs (defaults to slot_size).
         implicit_differentiation: detach the slots before the last iteration (Chang et al.).
         slot_init: "gaussian" (official: mu + sigma * noise) or "learned" (BO-QSA queries).
+        test_iterations: iterations in eval mode (`module.eval()`), when they should differ from
+            training's (None: T always). A call's `num_iterations` overrides both.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class SlotAttention(nn.Module):
         input_size: int | None = None,
         implicit_differentiation: bool = False,
         slot_init: str = "gaussian",
+        test_iterations: int | None = None,
     ):
         super().__init__()
         if slot_init not in ("gaussian", "learned"):
@@ -67,6 +70,9 @@ class SlotAttention(nn.Module):
         self.slot_init = slot_init
         self.num_slots = num_slots
         self.num_iterations = num_iterations
+        if test_iterations is not None and test_iterations < 1:
+            raise ValueError(f"test_iterations must be >= 1, got {test_iterations}")
+        self.test_iterations = test_iterations
         self.slot_size = slot_size
         self.mlp_hidden_size = mlp_hidden_size
         self.epsilon = epsilon
@@ -148,7 +154,7 @@ class SlotAttention(nn.Module):
         if slots is None:
             slots = self.start_slots(inputs.shape[0], noise, num_slots)
         init = slots
-        iterations = self.num_iterations if num_iterations is None else num_iterations
+        iterations = self.iterations(num_iterations)
 
         inputs = self.norm_inputs(inputs)
         k = self.project_k(inputs)  # [B, N, D]
@@ -164,6 +170,15 @@ class SlotAttention(nn.Module):
         if return_all_attention:
             return slots, attentions[-1], attentions
         return slots, attentions[-1]
+
+    def iterations(self, num_iterations: int | None = None) -> int:
+        """The iterations a call runs: `num_iterations` if given, else `test_iterations` in eval
+        mode (when set), else T."""
+        if num_iterations is not None:
+            return num_iterations
+        if not self.training and self.test_iterations is not None:
+            return self.test_iterations
+        return self.num_iterations
 
     def start_slots(
         self, batch_size: int, noise: torch.Tensor | None, num_slots: int | None
@@ -283,9 +298,10 @@ class InvariantSlotAttention(SlotAttention):
         init_scale: float = 0.1,
         min_scale: float = 0.01,
         grid: torch.Tensor | None = None,
+        test_iterations: int | None = None,
     ):
         super().__init__(num_slots, num_iterations, slot_size, mlp_hidden_size, epsilon,
-                         input_size, implicit_differentiation, slot_init)
+                         input_size, implicit_differentiation, slot_init, test_iterations)
         self.init_scale, self.min_scale, self.max_scale = init_scale, min_scale, 2.0
         if grid is None:
             grid = coordinate_grid(tuple(grid_size))
@@ -327,7 +343,7 @@ class InvariantSlotAttention(SlotAttention):
             slots = self.start_slots(b, noise, num_slots)
         init = slots
         positions, scales = self.initial_frames(b, slots.shape[1], inputs.device)
-        iterations = self.num_iterations if num_iterations is None else num_iterations
+        iterations = self.iterations(num_iterations)
 
         inputs = self.norm_inputs(inputs)
         k_in = self.project_k(inputs)[:, None]  # [B, 1, N, D]

@@ -104,7 +104,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of `model` on the first `num` examples of `dataset` (all when None).
 
-    `num_slots` / `num_iterations` evaluate with another K / T than the model was trained with.
+    `num_slots` / `num_iterations` evaluate with another K / T than the model was trained with
+    (without `num_iterations`, a model with `test_iterations` runs those).
     """
     sa = model.slot_attention
     cell_pixels = config_cell_pixels(model.config) if task == "object_discovery" else None
@@ -113,6 +114,7 @@ def evaluate(
                           f"learned); it cannot be evaluated with {num_slots} slots")
     was_training = model.training
     model.eval()
+    iterations = sa.iterations(num_iterations)  # eval mode: the model's test_iterations, if set
     n = len(dataset) if num is None else min(num, len(dataset))
     loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False)
     generator = torch.Generator().manual_seed(seed)
@@ -149,9 +151,8 @@ def evaluate(
             targets.append(batch["target"].float())
     model.train(was_training)
     result: dict[str, Any] = {"num_images": n, "seed": seed}
-    if num_slots or num_iterations:
-        result.update(num_slots=num_slots or model.slot_attention.num_slots,
-                      num_iterations=num_iterations or model.slot_attention.num_iterations)
+    if num_slots or num_iterations or iterations != sa.num_iterations:
+        result.update(num_slots=num_slots or sa.num_slots, num_iterations=iterations)
     if task == "object_discovery":
         for key, total in sums.items():
             result[key] = total / counts[key] if counts[key] else math.nan
