@@ -84,3 +84,26 @@ def test_attribute_accuracy_matches_slots_to_objects_first():
     assert result["position_error"] == 0.0  # the median of five 0s and one 3
     predictions[:, :, 0] += 0.25
     assert attribute_accuracy(predictions, targets)["position_error"] == pytest.approx(1.5)
+
+
+def test_evaluate_runs_and_records_the_models_test_iterations():
+    """A model with `test_iterations` is evaluated with them (the metrics say how many), and
+    equals an evaluation of the same model asked for that many iterations explicitly; training
+    mode still runs T."""
+    from slotlab.data.sprites import ProceduralSpritesDataset
+    from slotlab.models import SlotAttentionAutoEncoder
+    from slotlab.train.evaluate import evaluate
+    from tests.train.helpers import TINY_MODEL
+
+    torch.manual_seed(0)
+    data = ProceduralSpritesDataset("val", num=4, resolution=(32, 32), max_objects=3)
+    model = SlotAttentionAutoEncoder(**TINY_MODEL, test_iterations=6)
+    plain = SlotAttentionAutoEncoder(**TINY_MODEL)
+    plain.load_state_dict(model.state_dict())
+    result = evaluate(model, data, "object_discovery", batch_size=4)
+    assert result["num_iterations"] == 6 and model.training
+    asked = evaluate(plain, data, "object_discovery", batch_size=4, num_iterations=6)
+    assert asked["fg_ari"] == pytest.approx(result["fg_ari"])
+    assert asked["mse"] == pytest.approx(result["mse"])
+    default = evaluate(plain, data, "object_discovery", batch_size=4)
+    assert "num_iterations" not in default and default["mse"] != pytest.approx(result["mse"])
