@@ -22,7 +22,9 @@ maskattn (the masks also get the final slots' attention logits, `mask_attention`
 encoder without strides: attention over every pixel), stride2 (one stride-2 encoder layer, the
 second), noinvariant (the paper's Slot Attention with an absolute position embedding instead of
 Invariant Slot Attention), entropy (add 0.005 x the masks' mean entropy to the loss,
-`mask_entropy`), iter5 (5 Slot Attention iterations instead of 3).
+`mask_entropy`), iter5 (5 Slot Attention iterations instead of 3), bce (set prediction: binary
+cross-entropy on the classification outputs, `set_loss: bce`), decay10k (the learning rate halves
+every 10,000 steps).
 Variants combine with "+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -60,6 +62,8 @@ VARIANTS = {
     "noinvariant": {"model": {"invariant": False}},
     "entropy": {"mask_entropy": 0.005},
     "iter5": {"model": {"num_iterations": 5}},
+    "bce": {"set_loss": "bce"},
+    "decay10k": {"decay_steps": 10000},
 }
 
 

@@ -7,9 +7,11 @@ import torch
 from slotlab.errors import ConfigError
 from slotlab.train.config import make_config
 from slotlab.train.losses import (
+    hungarian_bce_loss,
     hungarian_huber_loss,
     mask_entropy,
     mixture_nll,
+    pairwise_bce_cost,
     pairwise_huber_cost,
     reconstruction_loss,
 )
@@ -142,3 +144,76 @@ def test_mask_entropy_is_checked_and_trains(tmp_path, monkeypatch):
                  str(tmp_path / "run"), "--preset", str(preset), *TINY_ARGS,
                  "--mask-entropy", "0.01"]) == 0
     assert len(seen) == 6 and all(0 < v <= math.log(4) + 1e-5 for v in seen)
+
+
+def test_bce_cost_by_hand_and_its_matching():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 4, 19, generator=g) * 3
+    target = (torch.rand(2, 3, 19, generator=g) > 0.5).float()
+    target[..., :3] = torch.rand(2, 3, 3, generator=g)
+    cost = pairwise_bce_cost(logits, target)
+    assert cost.shape == (2, 3, 4)
+    for b, i, j in [(0, 0, 0), (1, 2, 3), (0, 1, 2)]:
+        x, t = logits[b, j], target[b, i]
+        huber = (0.5 * (torch.sigmoid(x[:3]) - t[:3]) ** 2).sum()  # |diff| < 1: quadratic
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(x[3:], t[3:], reduction="sum")
+        torch.testing.assert_close(cost[b, i, j], (huber + bce) / 19)
+    # the loss is the optimal assignment's cost: no permutation of the slots does better
+    loss = hungarian_bce_loss(logits, target)
+    best = sum(min(sum(cost[b, i, p[i]] for i in range(3))
+                   for p in itertools.permutations(range(4))) for b in range(2)) / 2
+    torch.testing.assert_close(loss, best)
+    torch.testing.assert_close(hungarian_bce_loss(logits[:, [3, 1, 0, 2]], target), loss)
+
+
+def test_bce_pushes_a_confident_wrong_class_where_huber_barely_does():
+    # one slot, one object; the colour output of the true colour is confidently off (logit -6)
+    target = torch.zeros(1, 1, 19)
+    target[0, 0, [0, 1, 2]] = 0.5
+    target[0, 0, 3 + 2 + 2 + 3 + 4] = 1.0  # colour 4
+    target[0, 0, 18] = 1.0  # a real object
+    logits = torch.zeros(1, 1, 19)
+    logits[0, 0, 14] = -6.0
+    logits.requires_grad_(True)
+    hungarian_bce_loss(logits, target).backward()
+    p = torch.sigmoid(torch.tensor(-6.0))
+    torch.testing.assert_close(logits.grad[0, 0, 14], (p - 1) / 19)  # BCE: (p - t) / 19
+    bce_grad = logits.grad[0, 0, 14].item()
+    logits.grad = None
+    hungarian_huber_loss(torch.sigmoid(logits), target).backward()
+    huber_grad = logits.grad[0, 0, 14].item()  # (p - t) p (1 - p) / 19
+    assert abs(bce_grad) > 300 * abs(huber_grad) > 0
+
+
+def test_set_loss_is_checked_and_trains(tmp_path, monkeypatch):
+    assert make_config(task="set_prediction", set_loss="bce").set_loss == "bce"
+    with pytest.raises(ConfigError, match="'huber' \\(official\\) or 'bce'"):
+        make_config(task="set_prediction", set_loss="ce")
+    with pytest.raises(ConfigError, match="set prediction only"):
+        make_config(set_loss="bce")
+    from slotlab.cli import main
+    from slotlab.models.set_prediction import SlotAttentionSetPredictor
+    from slotlab.train import loop
+    from tests.train.helpers import TINY_ARGS, TINY_MODEL, write_preset
+
+    model = SlotAttentionSetPredictor(resolution=(32, 32), num_slots=3, slot_size=16,
+                                      mlp_hidden_size=16, encoder_channels=(8, 8, 8, 8))
+    out = model(torch.rand(2, 3, 32, 32) * 2 - 1)
+    torch.testing.assert_close(out.predictions, torch.sigmoid(out.logits))
+    assert out.predictions.shape == out.logits.shape == (2, 3, 19)
+
+    seen = []
+    real = loop.hungarian_bce_loss
+
+    def spy(logits, target):
+        value = real(logits, target)
+        seen.append(value.item())
+        return value
+
+    monkeypatch.setattr(loop, "hungarian_bce_loss", spy)
+    sp_model = {k: v for k, v in TINY_MODEL.items() if not k.startswith("decoder")}
+    preset = write_preset(tmp_path / "sp.yaml", task="set_prediction", model=sp_model)
+    assert main(["train", "set-prediction", "--data", "procedural", "--out",
+                 str(tmp_path / "run"), "--preset", str(preset), *TINY_ARGS,
+                 "--set-loss", "bce"]) == 0
+    assert len(seen) == 6 and all(math.isfinite(v) and v > 0 for v in seen)

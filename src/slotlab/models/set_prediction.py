@@ -27,6 +27,7 @@ class SetPredictionOutput:
     """Outputs of `SlotAttentionSetPredictor`."""
 
     predictions: torch.Tensor  # [B, K, 19], sigmoid outputs
+    logits: torch.Tensor  # [B, K, 19], the same before the sigmoid
     slots: torch.Tensor  # [B, K, D]
     attention: torch.Tensor  # [B, K, N] last iteration, softmax over slots
     attention_per_iteration: list[torch.Tensor] | None = None
@@ -105,7 +106,8 @@ class SlotAttentionSetPredictor(nn.Module):
             self.encode(image), slots=slots, noise=noise, num_slots=num_slots,
             return_all_attention=return_all_attention, num_iterations=num_iterations,
         )
+        logits = self.mlp_classifier[:-1](sa[0])  # all but the final sigmoid
         return SetPredictionOutput(
-            predictions=self.mlp_classifier(sa[0]), slots=sa[0], attention=sa[1],
+            predictions=torch.sigmoid(logits), logits=logits, slots=sa[0], attention=sa[1],
             attention_per_iteration=sa[2] if return_all_attention else None,
         )

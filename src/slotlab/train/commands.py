@@ -61,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-entropy", type=float, metavar="W",
                    help="object discovery: add W times the mean entropy of the pixels' masks over "
                    "the slots to the loss (breaks ties between slots that share an object)")
+    p.add_argument("--set-loss", choices=["huber", "bce"],
+                   help="set prediction: huber (official: Huber loss of the sigmoid outputs) or "
+                   "bce (binary cross-entropy of the classification logits, Huber on the "
+                   "coordinates)")
     p.add_argument("--implicit-diff", action="store_true", default=None,
                    help="implicit differentiation: detach slots before the last iteration")
     p.add_argument("--slot-init", choices=["gaussian", "learned"],
@@ -138,8 +142,8 @@ def run_train(args: argparse.Namespace) -> int:
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
               "seed", "device", "bf16", "compile", "cuda_graphs", "pad_last_layer",
               "channels_last", "num_workers", "grad_clip", "ema_decay", "mixture_sigma",
-              "mask_entropy", "eval_every", "eval_num", "image_every", "checkpoint_every",
-              "log_every", "deterministic", "max_minutes")
+              "mask_entropy", "set_loss", "eval_every", "eval_num", "image_every",
+              "checkpoint_every", "log_every", "deterministic", "max_minutes")
     cfg = make_config(preset, task=task, model=model, data_options=data_options,
                       **{k: getattr(args, k) for k in fields})
     result = train(cfg, run_dir, progress=not args.no_progress)

@@ -46,6 +46,7 @@ class TrainConfig:
     ema_decay: float | None = None  # evaluate and save an EMA of the weights (train/ema.py)
     mixture_sigma: float | None = None  # object discovery: Gaussian-mixture loss, not MSE
     mask_entropy: float | None = None  # object discovery: + this weight x the masks' entropy
+    set_loss: str = "huber"  # set prediction: "huber" (official) or "bce" (hungarian_bce_loss)
     log_every: int = 100
     eval_every: int = 5_000
     eval_num: int = 256
@@ -114,6 +115,10 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
             raise ConfigError("mask_entropy is a penalty on the masks: object discovery only")
         if not cfg.mask_entropy >= 0:
             raise ConfigError(f"mask_entropy must be >= 0 (e.g. 0.005), got {cfg.mask_entropy}")
+    if cfg.set_loss not in ("huber", "bce"):
+        raise ConfigError(f"set_loss must be 'huber' (official) or 'bce', got {cfg.set_loss!r}")
+    if cfg.set_loss != "huber" and cfg.task != "set_prediction":
+        raise ConfigError("set_loss is the set-prediction loss: set prediction only")
     return cfg
 
 

@@ -53,6 +53,7 @@ from slotlab.train.config import TrainConfig, config_from_dict, learning_rate
 from slotlab.train.ema import ema_decay_at, make_ema, update_ema
 from slotlab.train.evaluate import evaluate
 from slotlab.train.losses import (
+    hungarian_bce_loss,
     hungarian_huber_loss,
     mask_entropy,
     mixture_nll,
@@ -183,10 +184,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
                  noise: torch.Tensor | None = None, mixture_sigma: float | None = None,
-                 mask_entropy_weight: float | None = None):
+                 mask_entropy_weight: float | None = None, set_loss: str = "huber"):
     """Forward pass and the official loss of `task` (object discovery with `mixture_sigma`: the
     Gaussian-mixture likelihood instead; with `mask_entropy_weight`, plus that weight times the
-    masks' mean entropy); returns (loss, output)."""
+    masks' mean entropy; set prediction with `set_loss="bce"`: `hungarian_bce_loss`); returns
+    (loss, output)."""
     out = model(batch["image"], noise=noise)
     if task == "object_discovery":
         if mixture_sigma:
@@ -196,6 +198,8 @@ def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
         if mask_entropy_weight:
             loss = loss + mask_entropy_weight * mask_entropy(out.mask_logits)
         return loss, out
+    if set_loss == "bce":
+        return hungarian_bce_loss(out.logits.float(), batch["target"]), out
     return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
 
 
@@ -475,7 +479,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                 torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, _ = compute_loss(forward, batch, cfg.task, noise, cfg.mixture_sigma,
-                                       cfg.mask_entropy)
+                                       cfg.mask_entropy, cfg.set_loss)
             # no host sync per step: the finiteness of the loss is accumulated on the device
             # and read only where the step is logged, evaluated or checkpointed (below)
             bad |= ~torch.isfinite(loss.detach())

@@ -8,6 +8,11 @@
   the 19 dims; the optimal assignment per image by scipy's `linear_sum_assignment` (not
   differentiated); the sum of matched costs per image, averaged over the batch
   (official `utils.hungarian_huber_loss`).
+- `hungarian_bce_loss` (an option, not official): the same matching and sum, but per pair the
+  16 classification outputs (size, material, shape, colour, objectness) cost the binary
+  cross-entropy of their logits, the 3 coordinates keep the Huber loss of their sigmoids; mean over
+  the 19 dims. Its gradient on a logit is p - t, where the Huber loss of a sigmoid gives
+  (p - t) p (1 - p), which vanishes on confident wrong outputs.
 """
 
 from __future__ import annotations
@@ -66,11 +71,35 @@ def hungarian_match(cost: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(rows), np.stack(cols)
 
 
-def hungarian_huber_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Official set-prediction loss. predictions [B, K, 19], targets [B, K_t, 19] -> scalar."""
-    cost = pairwise_huber_cost(predictions, targets)
+def matched_cost(cost: torch.Tensor) -> torch.Tensor:
+    """Sum per image of the costs [B, K_t, K_p] of the optimal assignment, mean over the batch."""
     rows, cols = hungarian_match(cost)
     batch = torch.arange(cost.shape[0], device=cost.device)[:, None]
     rows_t = torch.as_tensor(rows, device=cost.device)
     cols_t = torch.as_tensor(cols, device=cost.device)
     return cost[batch, rows_t, cols_t].sum(dim=1).mean()
+
+
+def hungarian_huber_loss(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Official set-prediction loss. predictions [B, K, 19], targets [B, K_t, 19] -> scalar."""
+    return matched_cost(pairwise_huber_cost(predictions, targets))
+
+
+def pairwise_bce_cost(logits: torch.Tensor, targets: torch.Tensor,
+                      num_coords: int = 3) -> torch.Tensor:
+    """cost[b, i, j] = mean over dims: Huber(targets, sigmoid(logits)) on the first `num_coords`
+    dims, binary cross-entropy of the logits on the rest; logits [B, K_p, F], targets [B, K_t, F]
+    -> [B, K_t, K_p]."""
+    coords = pairwise_huber_cost(torch.sigmoid(logits[..., :num_coords]),
+                                 targets[..., :num_coords]) * num_coords
+    x = logits[..., num_coords:].unsqueeze(1)  # [B, 1, K_p, C]
+    t = targets[..., num_coords:].unsqueeze(2)  # [B, K_t, 1, C]
+    # BCE with logits, stable form: max(x, 0) - x t + log(1 + exp(-|x|))
+    bce = (x.clamp(min=0) - x * t + F.softplus(-x.abs())).sum(dim=-1)
+    return (coords + bce) / logits.shape[-1]
+
+
+def hungarian_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Set-prediction loss with binary cross-entropy on the classification outputs (not official).
+    logits [B, K, 19] (before the sigmoid), targets [B, K_t, 19] -> scalar."""
+    return matched_cost(pairwise_bce_cost(logits, targets))
