@@ -24,7 +24,8 @@ second), noinvariant (the paper's Slot Attention with an absolute position embed
 Invariant Slot Attention), entropy (add 0.005 x the masks' mean entropy to the loss,
 `mask_entropy`), iter5 (5 Slot Attention iterations instead of 3), bce (set prediction: binary
 cross-entropy on the classification outputs, `set_loss: bce`), decay10k (the learning rate halves
-every 10,000 steps).
+every 10,000 steps), locality (a locality term in Slot Attention's logits,
+`attention_locality`), k7 (7 slots).
 Variants combine with "+", e.g. `--variants fourier+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -64,6 +65,8 @@ VARIANTS = {
     "iter5": {"model": {"num_iterations": 5}},
     "bce": {"set_loss": "bce"},
     "decay10k": {"decay_steps": 10000},
+    "locality": {"model": {"attention_locality": True}},
+    "k7": {"model": {"num_slots": 7}},
 }
 
 

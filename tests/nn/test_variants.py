@@ -318,3 +318,67 @@ def test_test_iterations_run_in_eval_mode_only(invariant):
     with pytest.raises(ValueError, match="test_iterations must be >= 1"):
         SlotAttention(num_slots=2, num_iterations=3, slot_size=8, mlp_hidden_size=8,
                       test_iterations=0)
+
+
+def test_locality_term_by_hand_and_it_separates_two_places_of_one_colour():
+    """`locality_grid`: from the second iteration the logits get -|x_n - mu_k|^2 / (2 s^2) with
+    mu_k the mean position of slot k's previous attention; final_logits include it (their
+    softmax is the next iteration's attention); the first iteration is the paper's."""
+    sa = make(locality_grid=(5, 6))
+    plain = make()
+    plain.load_state_dict(sa.state_dict(), strict=False)
+    assert sa.locality_positions.shape == (30, 2) and not plain.locality
+    x, noise = torch.randn(2, 30, 8), torch.randn(2, 4, 16)
+    # one iteration: no previous attention, so no term
+    torch.testing.assert_close(sa(x, noise=noise, num_iterations=1)[0],
+                               plain(x, noise=noise, num_iterations=1)[0])
+    slots, attn, attns = sa(x, noise=noise, return_all_attention=True)
+    # the term by hand from the first iteration's attention
+    w = attns[0] + sa.epsilon
+    w = w / w.sum(dim=-1, keepdim=True)
+    mu = w @ sa.locality_positions  # [B, K, 2]
+    d2 = ((sa.locality_positions[None, None] - mu[:, :, None]) ** 2).sum(-1)
+    torch.testing.assert_close(sa.locality_bias(attns[0]), -d2 / (2 * 0.5**2))
+    xn = sa.norm_inputs(x)
+    k, v = sa.project_k(xn), sa.project_v(xn)
+    slots1, _ = sa.step(sa.initial_slots(2, 4, noise), k, v, sa.slot_size**-0.5)
+    _, attn2 = sa.step(slots1, k, v, sa.slot_size**-0.5,
+                       sa.locality_bias(attns[0]).transpose(1, 2))
+    torch.testing.assert_close(attn2, attns[1])
+    logits = sa.final_logits(x, slots, attn)
+    _, attn_next = sa.step(slots, k, v, sa.slot_size**-0.5, sa.locality_bias(attn).transpose(1, 2))
+    torch.testing.assert_close(logits.softmax(dim=1), attn_next)
+    with pytest.raises(ValueError, match="needs the last attention"):
+        sa.final_logits(x, slots)
+    # the learned width gets gradient
+    g = grads(sa, sa(x, noise=noise)[0].square().sum())
+    assert g["locality_log_width"].abs() > 0
+
+    # two places with the same features: the paper's attention cannot tell them apart (the
+    # logits are equal, so every slot attends both places equally); with the term, a slot that
+    # started on one place keeps to it
+    feats = torch.zeros(1, 30, 8)
+    feats[0, :, 0] = 1.0
+    sa2 = make(locality_grid=(5, 6))
+    attention = torch.full((1, 4, 30), 0.25)
+    attention[0, 0, :3], attention[0, 0, 3:] = 0.97, 0.01  # slot 0 on the first cells
+    bias = sa2.locality_bias(attention)
+    assert bias[0, 0, :3].mean() > bias[0, 0, -3:].mean() + 1.0
+
+
+def test_attention_locality_model_option_and_cli(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = SlotAttentionAutoEncoder(**TINY_MODEL, attention_locality=True, mask_attention=True)
+    assert model.config["attention_locality"] is True
+    assert model.slot_attention.locality_positions.shape == (
+        model.feature_size[0] * model.feature_size[1], 2)
+    out = model(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert torch.isfinite(out.recon_combined).all()
+    with pytest.raises(ValueError, match="its own slot positions"):
+        SlotAttentionAutoEncoder(**TINY_MODEL, attention_locality=True, invariant=True)
+    data, preset = write_folder(tmp_path / "data"), write_preset(tmp_path / "tiny.yaml")
+    run = tmp_path / "run"
+    assert main(["train", "object-discovery", "--data", f"folder:{data}", "--out", str(run),
+                 "--preset", str(preset), *TINY_ARGS, "--attention-locality"]) == 0
+    saved = json.loads((run / "model" / "config.json").read_text())
+    assert saved["config"]["attention_locality"] is True

@@ -234,6 +234,9 @@ class SlotAttentionAutoEncoder(nn.Module):
             colours, so the slots need encode less of the object's shape.
         test_iterations: Slot Attention iterations in eval mode (None: `num_iterations`); more
             than in training let slots that share an object settle which one holds it.
+        attention_locality: the paper's Slot Attention with a locality term in its logits from
+            the second iteration on, -|x_n - mu_k|^2 / (2 s^2) (`SlotAttention`'s
+            `locality_grid`; positions on the encoder's cell centres). Not the paper's model.
     """
 
     def __init__(
@@ -260,6 +263,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         decoder_slot_directions: bool = False,
         mask_attention: bool = False,
         test_iterations: int | None = None,
+        attention_locality: bool = False,
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -295,6 +299,11 @@ class SlotAttentionAutoEncoder(nn.Module):
             self.config["mask_attention"] = True
         if test_iterations is not None:
             self.config["test_iterations"] = test_iterations
+        if attention_locality and invariant:
+            raise ValueError("attention_locality is for the paper's Slot Attention: Invariant "
+                             "Slot Attention has its own slot positions (invariant: false)")
+        if attention_locality:
+            self.config["attention_locality"] = True
         self.mask_attention = mask_attention
         self.invariant = invariant
         self.decoder_frequencies = decoder_frequencies
@@ -345,6 +354,9 @@ class SlotAttentionAutoEncoder(nn.Module):
                 "decoder_grid", decoder_cell_centres(resolution, decoder_initial_size),
                 persistent=False)
         else:
+            if attention_locality:
+                sa_args.update(locality_grid=feature_size, grid=encoder_cell_centres(
+                    resolution, encoder_kernel_size, tuple(encoder_strides)))
             self.slot_attention = SlotAttention(**sa_args)
             self.decoder_pos = SoftPositionEmbed(slot_size, decoder_initial_size)
             self.decoder_directions = None
@@ -395,14 +407,15 @@ class SlotAttentionAutoEncoder(nn.Module):
 
     def attention_mask_logits(
         self, inputs: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor | None,
-        scales: torch.Tensor | None,
+        scales: torch.Tensor | None, attention: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`mask_attention`'s term: the final slots' attention logits over the inputs [B, N, D]
-        on the image's pixels, [B, K, 1, H, W] (float32)."""
+        on the image's pixels, [B, K, 1, H, W] (float32). `attention` [B, K, N], the last
+        iteration's, places the locality term (`attention_locality`)."""
         if self.invariant:
             logits = self.slot_attention.final_logits(inputs, slots, positions, scales)
         else:
-            logits = self.slot_attention.final_logits(inputs, slots)
+            logits = self.slot_attention.final_logits(inputs, slots, attention)
         logits = logits.reshape(*logits.shape[:2], *self.feature_size)  # [B, K, h', w']
         if tuple(self.feature_size) != tuple(self.resolution):
             logits = cells_to_pixels(logits, self.cell_pixels, self.resolution)
@@ -429,7 +442,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         mask_logits = mask_logits.float()  # kept in the output (the mixture loss reads them)
         if self.mask_attention:
             mask_logits = mask_logits + self.attention_mask_logits(
-                inputs, slots, positions, scales)
+                inputs, slots, positions, scales, attention)
         recons, masks, recon_combined = combine_slots(recons, mask_logits)
         return ObjectDiscoveryOutput(
             recon_combined=recon_combined, recons=recons, masks=masks, slots=slots,

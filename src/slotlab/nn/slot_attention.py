@@ -23,6 +23,13 @@ Variants found since 2020, off by default (the defaults are the paper's model):
 - `slot_init="learned"` (BO-QSA, Jia et al. 2023): K learned initial slots (queries) instead of
   Gaussian samples, trained bi-level: the slots are detached before the last iteration and the
   queries receive the last iteration's gradient straight through (slots + q - q.detach()).
+- `locality_grid=(h, w)` (not in the literature as such; slotlab's option): from the second
+  iteration on, the logits get a locality term -|x_n - mu_k|^2 / (2 s^2), where x_n is input n's
+  position on that grid in [-1, 1], mu_k the mean position of slot k's previous attention
+  (weighted as its update) and s a learned width (one scalar, starting at 0.5). The paper's
+  position embedding is added to the features, so k . q is linear in the position: a slot can
+  prefer a side of the image but not a place, and pixels of one colour in two places go to one
+  slot. The quadratic term lets a slot prefer the place it found.
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ class SlotAttention(nn.Module):
         slot_init: "gaussian" (official: mu + sigma * noise) or "learned" (BO-QSA queries).
         test_iterations: iterations in eval mode (`module.eval()`), when they should differ from
             training's (None: T always). A call's `num_iterations` overrides both.
+        locality_grid: (h, w) of the inputs' grid (N = h w, row-major) to add the locality term
+            (module docstring); None: the paper's attention.
+        grid: with `locality_grid`, the inputs' positions [N, 2] in [-1, 1] (default
+            `coordinate_grid(locality_grid)`).
     """
 
     def __init__(
@@ -62,6 +73,8 @@ class SlotAttention(nn.Module):
         implicit_differentiation: bool = False,
         slot_init: str = "gaussian",
         test_iterations: int | None = None,
+        locality_grid: tuple[int, int] | None = None,
+        grid: torch.Tensor | None = None,
     ):
         super().__init__()
         if slot_init not in ("gaussian", "learned"):
@@ -105,6 +118,17 @@ class SlotAttention(nn.Module):
         self.mlp = nn.Sequential(
             dense(slot_size, mlp_hidden_size), nn.ReLU(), dense(mlp_hidden_size, slot_size)
         )
+
+        self.locality = locality_grid is not None
+        if self.locality:
+            h, w = locality_grid
+            if grid is None:
+                grid = coordinate_grid((h, w))
+            if grid.shape != (h * w, 2):
+                raise ValueError(f"grid must be [{h * w}, 2] for locality_grid {locality_grid}, "
+                                 f"got {tuple(grid.shape)}")
+            self.register_buffer("locality_positions", grid.float(), persistent=False)
+            self.locality_log_width = nn.Parameter(torch.tensor(math.log(0.5)))
 
     def initial_slots(
         self, batch_size: int, num_slots: int, noise: torch.Tensor | None = None
@@ -162,14 +186,31 @@ class SlotAttention(nn.Module):
         scale = self.slot_size**-0.5
 
         attentions = []
+        bias = None  # the locality term [B, N, K], from the second iteration on
         for t in range(iterations):
             if t == iterations - 1 and t > 0:
                 slots = self.before_last_iteration(slots, init)
-            slots, attn = self.step(slots, k, v, scale)
+                if bias is not None and (self.slot_init == "learned"
+                                         or self.implicit_differentiation):
+                    bias = bias.detach()  # the gradient flows through the last iteration only
+            slots, attn = self.step(slots, k, v, scale, bias)
+            if self.locality:
+                bias = self.locality_bias(attn).transpose(1, 2)
             attentions.append(attn)
         if return_all_attention:
             return slots, attentions[-1], attentions
         return slots, attentions[-1]
+
+    def locality_bias(self, attention: torch.Tensor) -> torch.Tensor:
+        """The locality term that follows an iteration's attention [B, K, N] (softmax over
+        slots): -|x_n - mu_k|^2 / (2 s^2), [B, K, N] (float32)."""
+        with torch.autocast(attention.device.type, enabled=False):
+            weights = attention.float() + self.epsilon
+            weights = weights / weights.sum(dim=-1, keepdim=True)  # as the update's mean
+            x = self.locality_positions  # [N, 2]
+            mu = weights @ x  # [B, K, 2]
+            d2 = (x[None, None] - mu[:, :, None]).square().sum(dim=-1)  # [B, K, N]
+            return -0.5 * d2 * torch.exp(-2 * self.locality_log_width.float())
 
     def iterations(self, num_iterations: int | None = None) -> int:
         """The iterations a call runs: `num_iterations` if given, else `test_iterations` in eval
@@ -206,19 +247,28 @@ class SlotAttention(nn.Module):
         weights = attn + self.epsilon
         return attn, weights / weights.sum(dim=1, keepdim=True)
 
-    def final_logits(self, inputs: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    def final_logits(self, inputs: torch.Tensor, slots: torch.Tensor,
+                     attention: torch.Tensor | None = None) -> torch.Tensor:
         """The attention logits of the final slots over the inputs, k(inputs) . q(slots) /
         sqrt(D), as the next iteration would compute them: inputs [B, N, D_in], slots [B, K, D]
-        -> [B, K, N] (float32)."""
+        -> [B, K, N] (float32). With the locality term, `attention` is the last iteration's
+        [B, K, N] and the term that follows it is added."""
         k = self.project_k(self.norm_inputs(inputs))  # [B, N, D]
         q = self.project_q(self.norm_slots(slots)) * self.slot_size**-0.5  # [B, K, D]
         with torch.autocast(k.device.type, enabled=False):
-            return torch.einsum("bnd,bkd->bkn", k.float(), q.float())
+            logits = torch.einsum("bnd,bkd->bkn", k.float(), q.float())
+        if self.locality:
+            if attention is None:
+                raise ValueError("with locality_grid, final_logits needs the last attention")
+            logits = logits + self.locality_bias(attention)
+        return logits
 
     def step(
-        self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+        self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+        bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One iteration: slots [B, K, D], k and v [B, N, D] -> new slots, attention [B, K, N]."""
+        """One iteration: slots [B, K, D], k and v [B, N, D] (and an optional term [B, N, K]
+        added to the logits) -> new slots, attention [B, K, N]."""
         slots_prev = slots
         q = self.project_q(self.norm_slots(slots)) * scale  # [B, K, D]
         # The attention itself (logits, softmax over slots, +epsilon, weighted mean) always runs
@@ -226,6 +276,8 @@ class SlotAttention(nn.Module):
         # it costs O(N K D), nothing next to the convolutions. (No-op casts in float32.)
         with torch.autocast(k.device.type, enabled=False):
             logits = torch.einsum("bnd,bkd->bnk", k.float(), q.float())  # [B, N, K]
+            if bias is not None:
+                logits = logits + bias
             attn, weights = self.attention_weights(logits)
             updates = torch.einsum("bnk,bnd->bkd", weights, v.float())  # [B, K, D]
         d = self.slot_size

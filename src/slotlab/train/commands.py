@@ -81,6 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-attention", action="store_true", default=None,
                    help="add the final slots' attention logits over the encoder's cells to the "
                    "decoder's mask logits (the masks see the input; not the paper's model)")
+    p.add_argument("--attention-locality", action="store_true", default=None,
+                   help="a locality term in Slot Attention's logits from the second iteration "
+                   "on, -|x - mu_k|^2 / (2 s^2) with mu_k the slot's mean position and s learned "
+                   "(not the paper's model)")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-num", type=int)
     p.add_argument("--image-every", type=int)
@@ -137,6 +141,8 @@ def run_train(args: argparse.Namespace) -> int:
         model["decoder_slot_directions"] = True
     if args.mask_attention:
         model["mask_attention"] = True
+    if args.attention_locality:
+        model["attention_locality"] = True
     if args.resolution:
         model["resolution"] = data_options["resolution"] = args.resolution
     fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
