@@ -350,9 +350,11 @@ def test_locality_term_by_hand_and_it_separates_two_places_of_one_colour():
     torch.testing.assert_close(logits.softmax(dim=1), attn_next)
     with pytest.raises(ValueError, match="needs the last attention"):
         sa.final_logits(x, slots)
-    # the learned width gets gradient
-    g = grads(sa, sa(x, noise=noise)[0].square().sum())
-    assert g["locality_log_width"].abs() > 0
+    # the learned width gets gradient, also where only the last iteration is differentiated
+    for kw in ({}, {"slot_init": "learned"}, {"implicit_differentiation": True}):
+        sa_kw = make(locality_grid=(5, 6), **kw)
+        g = grads(sa_kw, sa_kw(x, noise=noise)[0].square().sum())
+        assert g["locality_log_width"].abs() > 0, kw
 
     # two places with the same features: the paper's attention cannot tell them apart (the
     # logits are equal, so every slot attends both places equally); with the term, a slot that

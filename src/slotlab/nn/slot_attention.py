@@ -186,16 +186,17 @@ class SlotAttention(nn.Module):
         scale = self.slot_size**-0.5
 
         attentions = []
-        bias = None  # the locality term [B, N, K], from the second iteration on
+        previous = None  # with the locality term: the previous iteration's attention
         for t in range(iterations):
             if t == iterations - 1 and t > 0:
                 slots = self.before_last_iteration(slots, init)
-                if bias is not None and (self.slot_init == "learned"
-                                         or self.implicit_differentiation):
-                    bias = bias.detach()  # the gradient flows through the last iteration only
+                if previous is not None and (self.slot_init == "learned"
+                                             or self.implicit_differentiation):
+                    previous = previous.detach()  # only the last iteration is differentiated
+            bias = None if previous is None else self.locality_bias(previous).transpose(1, 2)
             slots, attn = self.step(slots, k, v, scale, bias)
             if self.locality:
-                bias = self.locality_bias(attn).transpose(1, 2)
+                previous = attn
             attentions.append(attn)
         if return_all_attention:
             return slots, attentions[-1], attentions
