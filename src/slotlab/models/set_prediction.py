@@ -85,8 +85,8 @@ class SlotAttentionSetPredictor(nn.Module):
         )
         self.mlp_classifier = nn.Sequential(
             dense(slot_size, classifier_hidden_size), nn.ReLU(),
-            dense(classifier_hidden_size, output_size), nn.Sigmoid(),
-        )
+            dense(classifier_hidden_size, output_size),
+        )  # logits; the sigmoid is applied in forward
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """image [B, C, H, W] -> Slot Attention inputs [B, N, D]."""
@@ -106,7 +106,7 @@ class SlotAttentionSetPredictor(nn.Module):
             self.encode(image), slots=slots, noise=noise, num_slots=num_slots,
             return_all_attention=return_all_attention, num_iterations=num_iterations,
         )
-        logits = self.mlp_classifier[:-1](sa[0])  # all but the final sigmoid
+        logits = self.mlp_classifier(sa[0])  # [B, K, 19]
         return SetPredictionOutput(
             predictions=torch.sigmoid(logits), logits=logits, slots=sa[0], attention=sa[1],
             attention_per_iteration=sa[2] if return_all_attention else None,

@@ -94,8 +94,8 @@ def pairwise_bce_cost(logits: torch.Tensor, targets: torch.Tensor,
                                  targets[..., :num_coords]) * num_coords
     x = logits[..., num_coords:].unsqueeze(1)  # [B, 1, K_p, C]
     t = targets[..., num_coords:].unsqueeze(2)  # [B, K_t, 1, C]
-    # BCE with logits, stable form: max(x, 0) - x t + log(1 + exp(-|x|))
-    bce = (x.clamp(min=0) - x * t + F.softplus(-x.abs())).sum(dim=-1)
+    x, t = torch.broadcast_tensors(x, t)  # [B, K_t, K_p, C]
+    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none").sum(dim=-1)
     return (coords + bce) / logits.shape[-1]
 
 
