@@ -67,6 +67,7 @@ VARIANTS = {
     "decay10k": {"decay_steps": 10000},
     "locality": {"model": {"attention_locality": True}},
     "k7": {"model": {"num_slots": 7}},
+    "test7": {"model": {"test_iterations": 7}},
 }
 
 

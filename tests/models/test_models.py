@@ -183,3 +183,24 @@ def test_cells_to_pixels_puts_each_cell_on_the_pixel_it_is_centred_on():
     same = encoder_cell_pixels((6, 5), 5, (1, 1))
     grid = torch.rand(6, 5)
     torch.testing.assert_close(cells_to_pixels(grid, same, (6, 5)), grid)
+
+
+def test_set_predictor_test_iterations_run_in_eval_mode_and_survive_saving(tmp_path):
+    """`test_iterations` T' on the set predictor: T' iterations in eval mode, T in training, a
+    call's `num_iterations` overrides both, and a saved model comes back with them."""
+    from slotlab.models.pretrained import load_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    model = SlotAttentionSetPredictor(resolution=(32, 32), num_slots=3, encoder_channels=(8,) * 4,
+                                      slot_init="learned", test_iterations=6)
+    image = torch.rand(2, 3, 32, 32)
+    assert len(model(image, return_all_attention=True).attention_per_iteration) == 3
+    model.eval()
+    out = model(image, return_all_attention=True)
+    assert len(out.attention_per_iteration) == 6
+    torch.testing.assert_close(out.predictions, model(image, num_iterations=6).predictions)
+    assert not torch.allclose(out.predictions, model(image, num_iterations=3).predictions)
+    loaded = load_pretrained(save_pretrained(model, tmp_path / "m")).eval()
+    assert loaded.slot_attention.test_iterations == 6
+    torch.testing.assert_close(loaded(image).predictions, out.predictions)
+    assert "test_iterations" not in SlotAttentionSetPredictor(resolution=(32, 32)).config

@@ -34,7 +34,12 @@ class SetPredictionOutput:
 
 
 class SlotAttentionSetPredictor(nn.Module):
-    """Slot Attention set-prediction model (official defaults: 128x128, 10 slots, 3 iterations)."""
+    """Slot Attention set-prediction model (official defaults: 128x128, 10 slots, 3 iterations).
+
+    `test_iterations` (not the paper's; None: `num_iterations`): Slot Attention iterations in
+    eval mode. More than in training let slots that share objects settle them, and each slot's
+    properties then come from one object.
+    """
 
     def __init__(
         self,
@@ -52,6 +57,7 @@ class SlotAttentionSetPredictor(nn.Module):
         epsilon: float = 1e-8,
         implicit_differentiation: bool = False,
         slot_init: str = "gaussian",
+        test_iterations: int | None = None,
     ):
         super().__init__()
         resolution = tuple(resolution)
@@ -64,6 +70,8 @@ class SlotAttentionSetPredictor(nn.Module):
             epsilon=epsilon, implicit_differentiation=implicit_differentiation,
             slot_init=slot_init,
         )
+        if test_iterations is not None:
+            self.config["test_iterations"] = test_iterations
         self.resolution = resolution
         self.num_slots = num_slots
         scale = 1
@@ -82,6 +90,7 @@ class SlotAttentionSetPredictor(nn.Module):
             num_slots=num_slots, num_iterations=num_iterations, slot_size=slot_size,
             mlp_hidden_size=mlp_hidden_size, epsilon=epsilon, input_size=slot_size,
             implicit_differentiation=implicit_differentiation, slot_init=slot_init,
+            test_iterations=test_iterations,
         )
         self.mlp_classifier = nn.Sequential(
             dense(slot_size, classifier_hidden_size), nn.ReLU(),
