@@ -65,6 +65,7 @@ VARIANTS = {
     "iter5": {"model": {"num_iterations": 5}},
     "bce": {"set_loss": "bce"},
     "decay10k": {"decay_steps": 10000},
+    "decay6k": {"decay_steps": 6000},
     "locality": {"model": {"attention_locality": True}},
     "k7": {"model": {"num_slots": 7}},
     "test7": {"model": {"test_iterations": 7}},

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from slotlab.train.loop import cpu_has_native_bf16
+
 CONFIGS = ["od-official", "sp-official", "quickstart", "cpu-sprites", "cpu-clevr", "cpu-setpred"]
 MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-cl-compile",
          "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
@@ -241,14 +243,6 @@ def describe_machine(device: torch.device) -> str:
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
     head = ("| config | mode | batch | train img/s | infer img/s | peak MiB | train GFLOP/img "
             "| train TFLOP/s | % of peak |")
@@ -308,13 +302,14 @@ def main() -> None:
     elif cuda:
         modes = [m for m in MODES if m != "fp32-cl"]
     else:
-        modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if cpu_has_bf16() else [])
+        modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if bool(cpu_has_native_bf16()) else [])
     dev = torch.device(device)
     peaks = {"fp32": matmul_peak(dev, torch.float32), "bf16": matmul_peak(dev, torch.bfloat16)}
     peaks["tf32"] = matmul_peak(dev, torch.float32, tf32=True) if cuda else peaks["fp32"]
     machine = describe_machine(dev)
     print(f"{machine}; matmul peak TFLOP/s: fp32 {peaks['fp32']:.3f}, tf32 {peaks['tf32']:.3f}, "
-          f"bf16 {peaks['bf16']:.3f}" + ("" if cuda else f"; CPU bf16 support: {cpu_has_bf16()}"),
+          f"bf16 {peaks['bf16']:.3f}"
+          + ("" if cuda else f"; CPU bf16 support: {bool(cpu_has_native_bf16())}"),
           flush=True)
     rows = []
     for config in configs:
