@@ -297,19 +297,20 @@ def main() -> None:
                 parser.error(str(err))
     configs = args.configs or (CONFIGS if cuda else
                                ["od-official", "quickstart", "cpu-sprites", "cpu-setpred"])
+    cpu_bf16 = not cuda and bool(cpu_has_native_bf16())
     if args.modes:
         modes = args.modes
     elif cuda:
         modes = [m for m in MODES if m != "fp32-cl"]
     else:
-        modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if bool(cpu_has_native_bf16()) else [])
+        modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if cpu_bf16 else [])
     dev = torch.device(device)
     peaks = {"fp32": matmul_peak(dev, torch.float32), "bf16": matmul_peak(dev, torch.bfloat16)}
     peaks["tf32"] = matmul_peak(dev, torch.float32, tf32=True) if cuda else peaks["fp32"]
     machine = describe_machine(dev)
     print(f"{machine}; matmul peak TFLOP/s: fp32 {peaks['fp32']:.3f}, tf32 {peaks['tf32']:.3f}, "
           f"bf16 {peaks['bf16']:.3f}"
-          + ("" if cuda else f"; CPU bf16 support: {bool(cpu_has_native_bf16())}"),
+          + ("" if cuda else f"; CPU bf16 support: {cpu_bf16}"),
           flush=True)
     rows = []
     for config in configs:
