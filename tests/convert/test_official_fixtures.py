@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from slotlab.convert import TFCheckpoint, load_tf_checkpoint
-from slotlab.convert.official import NETWORK_PREFIX, VALUE_SUFFIX, _convert, _target
+from slotlab.tf_formats.official import NETWORK_PREFIX, VALUE_SUFFIX, _convert, _target
 from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
 from tests.conftest import reference_path
 

@@ -1,0 +1,1 @@
+"""TensorFlow file formats read without TensorFlow."""
