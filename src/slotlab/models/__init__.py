@@ -1,4 +1,4 @@
-"""The two official Slot Attention models and a builder by task name."""
+"""The two official Slot Attention models, their typed configs and a builder by task name."""
 
 from __future__ import annotations
 
@@ -6,22 +6,41 @@ from typing import Any
 
 from torch import nn
 
+from slotlab.models.config import ModelConfig, ObjectDiscoveryConfig, SetPredictionConfig
 from slotlab.models.object_discovery import ObjectDiscoveryOutput, SlotAttentionAutoEncoder
 from slotlab.models.set_prediction import SetPredictionOutput, SlotAttentionSetPredictor
+from slotlab.schema import from_dict
+from slotlab.tasks import normalize_task
 
 MODELS: dict[str, type[nn.Module]] = {
     "object_discovery": SlotAttentionAutoEncoder,
     "set_prediction": SlotAttentionSetPredictor,
 }
+CONFIGS: dict[str, type] = {
+    "object_discovery": ObjectDiscoveryConfig,
+    "set_prediction": SetPredictionConfig,
+}
 
 
-def build_model(task: str, **config: Any) -> nn.Module:
-    """Build the model of `task` ("object_discovery" or "set_prediction"); `config` overrides
-    the official defaults (constructor arguments of the model class)."""
-    task = task.replace("-", "_")
-    if task not in MODELS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(MODELS)}")
-    return MODELS[task](**config)
+def model_config(task: str, values: ModelConfig | dict[str, Any] | None = None) -> ModelConfig:
+    """The typed config of `task`'s model from a config or a mapping of its fields (validated:
+    an unknown or mistyped key is one `ConfigError` line)."""
+    task = normalize_task(task)
+    cls = CONFIGS[task]
+    if isinstance(values, cls):
+        return values
+    if values is not None and not isinstance(values, dict):
+        raise TypeError(f"a {task} model needs a {cls.__name__}, got {type(values).__name__}")
+    return from_dict(cls, values or {}, where="model")
+
+
+def build_model(task: str, config: ModelConfig | dict[str, Any] | None = None,
+                **overrides: Any) -> nn.Module:
+    """The model of `task` ("object_discovery" or "set_prediction") from its config (a dataclass
+    or a mapping) and keyword `overrides` of its fields; defaults are the official models."""
+    task = normalize_task(task)
+    values = model_config(task, config)
+    return MODELS[task](values, **overrides)
 
 
 def model_task(model: nn.Module) -> str:
@@ -33,11 +52,16 @@ def model_task(model: nn.Module) -> str:
 
 
 __all__ = [
+    "CONFIGS",
     "MODELS",
+    "ModelConfig",
+    "ObjectDiscoveryConfig",
     "ObjectDiscoveryOutput",
+    "SetPredictionConfig",
     "SetPredictionOutput",
     "SlotAttentionAutoEncoder",
     "SlotAttentionSetPredictor",
     "build_model",
+    "model_config",
     "model_task",
 ]

@@ -10,10 +10,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from slotlab.errors import CheckpointError
+from slotlab.errors import CheckpointError, ConfigError
 from slotlab.models import build_model, model_task
+from slotlab.schema import to_dict
 
 FORMAT = "slotlab-model"
+VERSION = 2
+# Version 1 kept the initial slots and the locality width inside Slot Attention.
+VERSION_1_KEYS = {
+    "slot_attention.slots_mu": "slot_init.slots_mu",
+    "slot_attention.slots_log_sigma": "slot_init.slots_log_sigma",
+    "slot_attention.slots_queries": "slot_init.slots_queries",
+    "slot_attention.locality_log_width": "slot_attention.attention_bias.log_width",
+}
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, **extra: Any) -> Path:
@@ -22,8 +31,8 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, **extra: Any) -> Path
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    config = {"format": FORMAT, "version": 1, "task": model_task(model),
-              "config": model.config, **extra}
+    config = {"format": FORMAT, "version": VERSION, "task": model_task(model),
+              "config": to_dict(model.config), **extra}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
 
@@ -42,13 +51,18 @@ def load_pretrained(model_dir: str | Path, map_location: str = "cpu") -> nn.Modu
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CheckpointError(f"{config_path} is not a slotlab model config")
     try:
-        model = build_model(config["task"], **config["config"])
-    except (KeyError, TypeError, ValueError) as exc:
+        model = build_model(config["task"], config["config"])
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{config_path} has an invalid model config ({exc})") from None
     try:
         state = load_file(str(weights_path), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights_path} is not a valid safetensors file ({exc})") from None
+    if config.get("version") == 1:
+        state = {VERSION_1_KEYS.get(k, k): v for k, v in state.items()}
+    elif config.get("version") != VERSION:
+        raise CheckpointError(f"{config_path} is slotlab model format version "
+                              f"{config.get('version')!r}; this slotlab reads versions 1-{VERSION}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

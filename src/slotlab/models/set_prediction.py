@@ -13,13 +13,16 @@ The 19 outputs are: coords (3), size (2), material (2), shape (3), colour (8), o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from slotlab.models.object_discovery import conv_encoder, encode
+from slotlab.models.config import SetPredictionConfig
+from slotlab.models.object_discovery import conv_encoder, encode, resolve_config
 from slotlab.nn.layers import SoftPositionEmbed, dense, layer_norm
 from slotlab.nn.slot_attention import SlotAttention
+from slotlab.nn.slot_init import make_slot_init
 
 
 @dataclass
@@ -34,72 +37,48 @@ class SetPredictionOutput:
 
 
 class SlotAttentionSetPredictor(nn.Module):
-    """Slot Attention set-prediction model (official defaults: 128x128, 10 slots, 3 iterations).
+    """Slot Attention set-prediction model: `SlotAttentionSetPredictor(config)` or keyword
+    fields of `SetPredictionConfig` (official defaults: 128x128, 10 slots, 3 iterations).
+    `test_iterations` (not the paper's): more iterations in eval mode let slots that share
+    objects settle them, and each slot's properties then come from one object."""
 
-    `test_iterations` (not the paper's; None: `num_iterations`): Slot Attention iterations in
-    eval mode. More than in training let slots that share objects settle them, and each slot's
-    properties then come from one object.
-    """
-
-    def __init__(
-        self,
-        resolution: tuple[int, int] = (128, 128),
-        num_slots: int = 10,
-        num_iterations: int = 3,
-        num_channels: int = 3,
-        slot_size: int = 64,
-        mlp_hidden_size: int = 128,
-        encoder_channels: tuple[int, ...] = (64, 64, 64, 64),
-        encoder_strides: tuple[int, ...] = (1, 2, 2, 1),
-        encoder_kernel_size: int = 5,
-        classifier_hidden_size: int = 64,
-        output_size: int = 19,
-        epsilon: float = 1e-8,
-        implicit_differentiation: bool = False,
-        slot_init: str = "gaussian",
-        test_iterations: int | None = None,
-    ):
+    def __init__(self, config: SetPredictionConfig | None = None, **overrides: Any):
         super().__init__()
-        resolution = tuple(resolution)
-        self.config = dict(
-            resolution=list(resolution), num_slots=num_slots, num_iterations=num_iterations,
-            num_channels=num_channels, slot_size=slot_size, mlp_hidden_size=mlp_hidden_size,
-            encoder_channels=list(encoder_channels), encoder_strides=list(encoder_strides),
-            encoder_kernel_size=encoder_kernel_size,
-            classifier_hidden_size=classifier_hidden_size, output_size=output_size,
-            epsilon=epsilon, implicit_differentiation=implicit_differentiation,
-            slot_init=slot_init,
-        )
-        if test_iterations is not None:
-            self.config["test_iterations"] = test_iterations
-        self.resolution = resolution
-        self.num_slots = num_slots
-        scale = 1
-        for s in encoder_strides:
-            scale *= s
-        feature_size = (-(-resolution[0] // scale), -(-resolution[1] // scale))
-        hidden = encoder_channels[-1]
+        config = resolve_config(SetPredictionConfig, config, overrides)
+        self.config = config
+        self.resolution = config.resolution
+        self.num_slots, self.slot_size = config.num_slots, config.slot_size
+        hidden, d = config.encoder_channels[-1], config.slot_size
 
-        self.encoder_cnn = conv_encoder(
-            num_channels, tuple(encoder_channels), encoder_kernel_size, tuple(encoder_strides)
-        )
-        self.encoder_pos = SoftPositionEmbed(hidden, feature_size)
+        # Encoder: CNN + soft position embedding, flatten, LayerNorm, MLP  -> [B, N, D]
+        self.encoder_cnn = conv_encoder(config.num_channels, config.encoder_channels,
+                                        config.encoder_kernel_size, config.encoder_strides)
+        self.encoder_pos = SoftPositionEmbed(hidden, config.feature_size)
         self.layer_norm = layer_norm(hidden)
-        self.mlp = nn.Sequential(dense(hidden, slot_size), nn.ReLU(), dense(slot_size, slot_size))
+        self.mlp = nn.Sequential(dense(hidden, d), nn.ReLU(), dense(d, d))
+
+        # Slot Attention: starting slots [B, K, D], then T iterations
+        self.slot_init = make_slot_init(config.slot_init, config.num_slots, d)
         self.slot_attention = SlotAttention(
-            num_slots=num_slots, num_iterations=num_iterations, slot_size=slot_size,
-            mlp_hidden_size=mlp_hidden_size, epsilon=epsilon, input_size=slot_size,
-            implicit_differentiation=implicit_differentiation, slot_init=slot_init,
-            test_iterations=test_iterations,
-        )
+            num_iterations=config.num_iterations, slot_size=d,
+            mlp_hidden_size=config.mlp_hidden_size, input_size=d, epsilon=config.epsilon,
+            test_iterations=config.test_iterations,
+            implicit_differentiation=config.implicit_differentiation,
+            straight_through=self.slot_init.straight_through)
+
+        # Per-slot classifier: Dense ReLU, Dense (logits; the sigmoid is applied in forward)
         self.mlp_classifier = nn.Sequential(
-            dense(slot_size, classifier_hidden_size), nn.ReLU(),
-            dense(classifier_hidden_size, output_size),
-        )  # logits; the sigmoid is applied in forward
+            dense(d, config.classifier_hidden_size), nn.ReLU(),
+            dense(config.classifier_hidden_size, config.output_size))
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """image [B, C, H, W] -> Slot Attention inputs [B, N, D]."""
         return encode(image, self.encoder_cnn, self.encoder_pos, self.layer_norm, self.mlp)
+
+    def initial_slots(self, batch_size: int, num_slots: int | None = None,
+                      noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The starting slots [B, K, D]; `noise` [B, K, D] fixes the Gaussian draw."""
+        return self.slot_init(batch_size, num_slots, noise)
 
     def forward(
         self,
@@ -111,12 +90,12 @@ class SlotAttentionSetPredictor(nn.Module):
         num_iterations: int | None = None,
     ) -> SetPredictionOutput:
         """image [B, C, H, W] in [-1, 1] -> predictions [B, K, 19]."""
-        sa = self.slot_attention(
-            self.encode(image), slots=slots, noise=noise, num_slots=num_slots,
-            return_all_attention=return_all_attention, num_iterations=num_iterations,
-        )
-        logits = self.mlp_classifier(sa[0])  # [B, K, 19]
+        inputs = self.encode(image)  # [B, N, D]
+        if slots is None:
+            slots = self.initial_slots(image.shape[0], num_slots, noise)  # [B, K, D]
+        sa = self.slot_attention(inputs, slots, num_iterations, return_all_attention)
+        logits = self.mlp_classifier(sa.slots)  # [B, K, 19]
         return SetPredictionOutput(
-            predictions=torch.sigmoid(logits), logits=logits, slots=sa[0], attention=sa[1],
-            attention_per_iteration=sa[2] if return_all_attention else None,
+            predictions=torch.sigmoid(logits), logits=logits, slots=sa.slots,
+            attention=sa.attention, attention_per_iteration=sa.attention_per_iteration,
         )

@@ -1,5 +1,6 @@
-"""Neural-network building blocks: Slot Attention and the official layers."""
+"""Neural-network building blocks: Slot Attention, its variants and the official layers."""
 
+from slotlab.nn.invariant_slot_attention import InvariantSlotAttention
 from slotlab.nn.layers import (
     Conv2dSame,
     ConvTranspose2dSame,
@@ -7,14 +8,21 @@ from slotlab.nn.layers import (
     build_grid,
     same_padding,
 )
-from slotlab.nn.slot_attention import InvariantSlotAttention, SlotAttention
+from slotlab.nn.locality import LocalityBias
+from slotlab.nn.slot_attention import SlotAttention, SlotAttentionOutput
+from slotlab.nn.slot_init import GaussianSlots, LearnedSlots, make_slot_init
 
 __all__ = [
     "Conv2dSame",
     "ConvTranspose2dSame",
+    "GaussianSlots",
     "InvariantSlotAttention",
+    "LearnedSlots",
+    "LocalityBias",
     "SlotAttention",
+    "SlotAttentionOutput",
     "SoftPositionEmbed",
     "build_grid",
+    "make_slot_init",
     "same_padding",
 ]

@@ -58,9 +58,17 @@ def _swap_gru_gates(x: np.ndarray, axis: int) -> np.ndarray:
     return np.concatenate([r, z, h], axis=axis)
 
 
+# Official names whose module differs here: the Gaussian initial slots are Slot Attention
+# variables in the official code and the slot initialiser's (`model.slot_init`) here.
+RENAMED = {
+    "slot_attention/slots_mu": "slot_init/slots_mu",
+    "slot_attention/slots_log_sigma": "slot_init/slots_log_sigma",
+}
+
+
 def _target(model: nn.Module, tf_name: str) -> tuple[nn.Module, str, str]:
     """Map `a/b/layer_with_weights-1/kernel` to (module, parameter name, layout kind)."""
-    *path, var = tf_name.split("/")
+    *path, var = RENAMED.get(tf_name, tf_name).split("/")
     module = model
     for part in path:
         match = re.fullmatch(r"layer_with_weights-(\d+)", part)
