@@ -12,21 +12,14 @@ Variants: baseline (the preset as it is), implicit (implicit differentiation), l
 learned slot initialisation), gaussian (the paper's Gaussian slot initialisation), clip
 (gradient-norm clipping at 0.05, as Invariant Slot Attention), invariant (Invariant Slot
 Attention: slot-centric position and scale frames), ema (evaluate an exponential moving average
-of the weights, decay 0.999), fourier (with an invariant preset: Fourier features of the
-slot-relative coordinates, 3 frequencies, in the decoder's position code), decoder1x1 (a 1x1
-first decoder layer: nearly the same functions, about 40% less decoder work than 3x3),
-directions (with an invariant preset: slot-set directions in the decoder's position code,
-`decoder_slot_directions`), mixture / mixture01 (train on the Gaussian-mixture likelihood of the
-pixels with sigma 0.2 / 0.1 instead of the MSE, `mixture_sigma`), batch8 (batch size 8),
+of the weights, decay 0.999), batch8 (batch size 8),
 maskattn (the masks also get the final slots' attention logits, `mask_attention`), stride1 (an
 encoder without strides: attention over every pixel), stride2 (one stride-2 encoder layer, the
 second), noinvariant (the paper's Slot Attention with an absolute position embedding instead of
-Invariant Slot Attention), entropy (add 0.005 x the masks' mean entropy to the loss,
-`mask_entropy`), iter5 (5 Slot Attention iterations instead of 3), bce (set prediction: binary
-cross-entropy on the classification outputs, `set_loss: bce`), decay10k (the learning rate halves
-every 10,000 steps), locality (a locality term in Slot Attention's logits,
-`attention_locality`), k7 (7 slots).
-Variants combine with "+", e.g. `--variants fourier+ema`.
+Invariant Slot Attention), iter5 (5 Slot Attention iterations instead of 3), decay10k / decay6k
+(the learning rate halves every 10,000 / 6,000 steps), locality (a locality term in Slot Attention's logits,
+`attention_locality`), k7 (7 slots), test7 (7 Slot Attention iterations at evaluation).
+Variants combine with "+", e.g. `--variants locality+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
 table and draws the plot of the runs already there. `--test-time 5:3 9:5` also evaluates each final
@@ -51,19 +44,12 @@ VARIANTS = {
     "clip": {"grad_clip": 0.05},
     "invariant": {"model": {"invariant": True}},
     "ema": {"ema_decay": 0.999},
-    "fourier": {"model": {"decoder_frequencies": 3}},
-    "decoder1x1": {"model": {"decoder_first_kernel_size": 1}},
-    "directions": {"model": {"decoder_slot_directions": True}},
-    "mixture": {"mixture_sigma": 0.2},
-    "mixture01": {"mixture_sigma": 0.1},
     "batch8": {"batch_size": 8},
     "maskattn": {"model": {"mask_attention": True}},
     "stride1": {"model": {"encoder_strides": [1, 1, 1, 1]}},
     "stride2": {"model": {"encoder_strides": [1, 2, 1, 1]}},
     "noinvariant": {"model": {"invariant": False}},
-    "entropy": {"mask_entropy": 0.005},
     "iter5": {"model": {"num_iterations": 5}},
-    "bce": {"set_loss": "bce"},
     "decay10k": {"decay_steps": 10000},
     "decay6k": {"decay_steps": 6000},
     "locality": {"model": {"attention_locality": True}},
@@ -86,7 +72,7 @@ def parse_variant(name: str) -> str:
     if unknown:
         raise argparse.ArgumentTypeError(
             f"unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)} "
-            "(combine with +, e.g. fourier+ema)")
+            "(combine with +, e.g. locality+ema)")
     return name
 
 
@@ -213,11 +199,11 @@ def test_time_table(out: Path, variants: list[str], seeds: list[int],
             run = out / variant / f"seed{seed}"
             cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
             model = load_pretrained(run / "model")
-            train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options)
+            train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options.kwargs())
             dataset, _ = build_eval_dataset(cfg, train_set)  # what the run evaluated on
-            trained = (model.slot_attention.num_slots, model.slot_attention.num_iterations)
+            trained = (model.num_slots, model.config.num_iterations)
             for k, t in [trained, *settings]:
-                if k != trained[0] and model.slot_attention.slot_init == "learned":
+                if k != trained[0] and model.config.slot_init == "learned":
                     continue  # learned initial slots: K is fixed
                 by_setting.setdefault((k, t), []).append(evaluate(
                     model, dataset, cfg.task, num=cfg.eval_num, seed=cfg.seed, bf16=cfg.bf16,
@@ -258,7 +244,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["baseline"], type=parse_variant,
-                        help=f"{', '.join(VARIANTS)}; combine with + (e.g. fourier+ema)")
+                        help=f"{', '.join(VARIANTS)}; combine with + (e.g. locality+ema)")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN_DIR",

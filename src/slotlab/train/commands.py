@@ -3,107 +3,110 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 from slotlab.errors import ConfigError
+from slotlab.models import CONFIGS
+from slotlab.tasks import normalize_task
+from slotlab.train.config import TrainConfig, load_preset, make_config
 
 
 def _resolution(text: str) -> list[int]:
+    """"64" -> [64, 64]; "64x48" -> [64, 48] (height first)."""
     parts = text.lower().replace("x", ",").split(",")
     try:
         values = [int(p) for p in parts if p]
     except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
         raise argparse.ArgumentTypeError(
-            f"resolution must look like 64 or 64x64: {text!r}"
-        ) from None
+            f"resolution must look like 64 or 64x48 (height x width), got {text!r}")
     return values * 2 if len(values) == 1 else values
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 32,32,32, got {text!r}") from None
+
+
+# Training fields that are not flags (set by the command or the preset) and flag aliases.
+NOT_FLAGS = {"task", "data", "preset", "model", "data_options"}
+ALIASES = {"learning_rate": ["--lr"], "implicit_differentiation": ["--implicit-diff"]}
+
+
+def _add_field_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                    f: dataclasses.Field, dest: str) -> None:
+    """One flag for a config field: its type and help come from the dataclass."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = typing.get_args(hint)
+    base = next((a for a in args if a is not type(None)), hint) if args and type(None) in args \
+        else hint
+    names = [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+    kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": f.metadata.get("help")}
+    if base is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(base) is typing.Literal:
+        kwargs["choices"] = list(typing.get_args(base))
+    elif typing.get_origin(base) is tuple:
+        kwargs.update(type=_resolution if f.name == "resolution" else _int_list,
+                      metavar="H[xW]" if f.name == "resolution" else "N,N,...")
+    elif base in (int, float, str):
+        kwargs.update(type=base, metavar=f.name.upper())
+    else:
+        return
+    p.add_argument(*names, **kwargs)
+
+
+def model_fields() -> dict[str, list[str]]:
+    """Each model field that has a flag -> the tasks whose model has it."""
+    fields: dict[str, list[str]] = {}
+    for task, cls in CONFIGS.items():
+        for f in dataclasses.fields(cls):
+            fields.setdefault(f.name, []).append(task)
+    return fields
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (or resume a run directory)",
                        description="Train object discovery or set prediction. Running the same "
-                       "command on an existing run directory resumes it.")
+                       "command on an existing run directory resumes it. Unset options come "
+                       "from the preset, else the official settings.")
     p.add_argument("task", choices=["object-discovery", "set-prediction"])
-    p.add_argument("--data", help="data spec, e.g. procedural, procedural-sprites, clevr:PATH")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--preset", help="named settings from configs/ (e.g. clevr6, cpu-sprites)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, dest="learning_rate")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--decay-steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
-    p.add_argument("--cuda-graphs", action="store_true", default=None,
-                   help="CUDA graphs (torch.compile mode reduce-overhead; CUDA only)")
-    p.add_argument("--pad-last-layer", type=int, metavar="N",
-                   help="compute the 4-channel last decoder layer padded to N outputs "
-                   "(default: 8 on CUDA, 0 = off on the CPU)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: on for CUDA, and for "
-                   "set prediction on the CPU)")
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--num-slots", type=int)
-    p.add_argument("--num-iterations", type=int)
-    p.add_argument("--resolution", type=_resolution, help="model and data resolution, e.g. 64")
-    p.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
-    p.add_argument("--ema-decay", type=float, metavar="D",
-                   help="evaluate and save an exponential moving average of the weights "
-                   "(e.g. 0.999)")
-    p.add_argument("--mixture-sigma", type=float, metavar="S",
-                   help="object discovery: train on the Gaussian-mixture likelihood of the "
-                   "pixels (std S, images in [-1, 1], e.g. 0.2) instead of the MSE")
-    p.add_argument("--mask-entropy", type=float, metavar="W",
-                   help="object discovery: add W times the mean entropy of the pixels' masks over "
-                   "the slots to the loss (breaks ties between slots that share an object)")
-    p.add_argument("--set-loss", choices=["huber", "bce"],
-                   help="set prediction: huber (official: Huber loss of the sigmoid outputs) or "
-                   "bce (binary cross-entropy of the classification logits, Huber on the "
-                   "coordinates)")
-    p.add_argument("--implicit-diff", action="store_true", default=None,
-                   help="implicit differentiation: detach slots before the last iteration")
-    p.add_argument("--slot-init", choices=["gaussian", "learned"],
-                   help="slot initialisation: gaussian (official) or learned (BO-QSA)")
-    p.add_argument("--invariant", action="store_true", default=None,
-                   help="Invariant Slot Attention (slot-centric position and scale frames; "
-                   "object discovery)")
-    p.add_argument("--decoder-frequencies", type=int, metavar="F",
-                   help="with --invariant: sin/cos of the slot-relative coordinates at F "
-                   "frequencies in the decoder's position code")
-    p.add_argument("--decoder-slot-directions", action="store_true", default=None,
-                   help="with --invariant: the decoder's position code also gets slot-set "
-                   "directions (rel @ M(slot)), so drawn edges can turn with the object")
-    p.add_argument("--mask-attention", action="store_true", default=None,
-                   help="add the final slots' attention logits over the encoder's cells to the "
-                   "decoder's mask logits (the masks see the input; not the paper's model)")
-    p.add_argument("--attention-locality", action="store_true", default=None,
-                   help="a locality term in Slot Attention's logits from the second iteration "
-                   "on, -|x - mu_k|^2 / (2 s^2) with mu_k the slot's mean position and s learned "
-                   "(not the paper's model)")
-    p.add_argument("--eval-every", type=int)
-    p.add_argument("--eval-num", type=int)
-    p.add_argument("--image-every", type=int)
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--deterministic", action="store_true", default=None)
-    p.add_argument("--max-minutes", type=float,
-                   help="training wall-clock budget (evaluation time not counted)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--data", metavar="SPEC",
+                   help="data spec, e.g. procedural, procedural-sprites, clevr:PATH, folder:DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--preset", help="named settings from configs/ (e.g. cpu-sprites, clevr6) "
+                   "or a YAML file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run = p.add_argument_group("training")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in NOT_FLAGS:
+            _add_field_flag(run, TrainConfig, f, f.name)
+    model = p.add_argument_group("model (ObjectDiscoveryConfig / SetPredictionConfig fields)")
+    merged = {**{f.name: (c, f) for c in reversed(list(CONFIGS.values()))
+                 for f in dataclasses.fields(c)}}
+    for name, (cls, f) in merged.items():
+        _add_field_flag(model, cls, f, f"model.{name}")
     p.set_defaults(func=run_train)
 
-    e = sub.add_parser("eval", help="evaluate a run or model directory")
+    e = sub.add_parser("eval", help="evaluate a run or model directory",
+                       description="Evaluate a run directory (its newest checkpoint or final "
+                       "model) or a model directory on held-out data; writes PATH/eval.json.")
     e.add_argument("path", help="RUN_DIR or MODEL_DIR")
     e.add_argument("--data", help="data spec (default: the run's training data)")
-    e.add_argument("--split", default="val")
+    e.add_argument("--split", default="val", help="split to score (default val)")
     e.add_argument("--num", type=int, default=None, help="number of images (default: all)")
-    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     e.add_argument("--seed", type=int, default=0, help="slot-noise seed")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     e.add_argument("--num-slots", type=int, help="evaluate with another number of slots")
     e.add_argument("--num-iterations", type=int, help="evaluate with another number of iterations")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -116,45 +119,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_visualize(sub)
 
 
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config: the preset, then every flag that was given (checked against the task's
+    model config: a flag of the other task's model is one error line)."""
+    task = normalize_task(args.task)
+    base = load_preset(args.preset) if args.preset else {}
+    if normalize_task(base.get("task", task)) != task:
+        raise ConfigError(f"preset {args.preset!r} is for {base['task']}, not {task}")
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    model = {k.split(".", 1)[1]: v for k, v in given.items() if k.startswith("model.")}
+    tasks_of = model_fields()
+    for name in model:
+        if task not in tasks_of[name]:
+            raise ConfigError(f"--{name.replace('_', '-')} is a "
+                              f"{tasks_of[name][0].replace('_', '-')} model option, not "
+                              f"{task.replace('_', '-')}")
+    data_options = {"resolution": model["resolution"]} if "resolution" in model else {}
+    training = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig)
+                if f.name not in NOT_FLAGS and f.name in given}
+    return make_config(args.preset, task=task, data=args.data, model=model,
+                       data_options=data_options, **training)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    from slotlab.train.config import load_preset, make_config
     from slotlab.train.loop import train
 
-    task = args.task.replace("-", "_")
-    run_dir = Path(args.out)
-    preset = args.preset
-    base = load_preset(preset) if preset else {}
-    if base.get("task", task) != task:
-        raise ConfigError(f"preset {preset!r} is for {base['task']}, not {task}")
-    model = dict(base.get("model") or {})
-    data_options = dict(base.get("data_options") or {})
-    for key in ("num_slots", "num_iterations", "slot_init"):
-        if getattr(args, key) is not None:
-            model[key] = getattr(args, key)
-    if args.implicit_diff:
-        model["implicit_differentiation"] = True
-    if args.invariant:
-        model["invariant"] = True
-    if args.decoder_frequencies is not None:
-        model["decoder_frequencies"] = args.decoder_frequencies
-    if args.decoder_slot_directions:
-        model["decoder_slot_directions"] = True
-    if args.mask_attention:
-        model["mask_attention"] = True
-    if args.attention_locality:
-        model["attention_locality"] = True
-    if args.resolution:
-        model["resolution"] = data_options["resolution"] = args.resolution
-    fields = ("data", "steps", "batch_size", "learning_rate", "warmup_steps", "decay_steps",
-              "seed", "device", "bf16", "compile", "cuda_graphs", "pad_last_layer",
-              "channels_last", "num_workers", "grad_clip", "ema_decay", "mixture_sigma",
-              "mask_entropy", "set_loss", "eval_every", "eval_num", "image_every",
-              "checkpoint_every", "log_every", "deterministic", "max_minutes")
-    cfg = make_config(preset, task=task, model=model, data_options=data_options,
-                      **{k: getattr(args, k) for k in fields})
-    result = train(cfg, run_dir, progress=not args.no_progress)
+    cfg = train_config_from_args(args)
+    result = train(cfg, Path(args.out), progress=not args.no_progress)
     if result:
-        print(json.dumps({"run_dir": str(run_dir), **result}))
+        print(json.dumps({"run_dir": str(args.out), **result}))
     return 0
 
 
@@ -176,7 +169,8 @@ def run_eval(args: argparse.Namespace) -> int:
     spec = args.data or info["data"]
     if not spec:
         raise ConfigError(f"{args.path} does not record its data: pass --data SPEC")
-    options = dict((info.get("config") or {}).get("data_options") or {})
+    options = {k: v for k, v in ((info.get("config") or {}).get("data_options") or {}).items()
+               if v is not None}
     options.setdefault("resolution", list(model.resolution))
     if "num" in options:  # the run's `num` sized its training split
         if spec.startswith("cache:"):  # a cache's split holds what it holds; --num takes the first

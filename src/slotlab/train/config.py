@@ -1,68 +1,147 @@
-"""Training configuration: a dataclass, named presets (`configs/*.yaml`) and the LR schedule."""
+"""Training configuration: one typed dataclass, named presets (`configs/*.yaml`), the LR schedule.
+
+`TrainConfig` nests the model's config (`ObjectDiscoveryConfig` or `SetPredictionConfig`) and the
+data options (`DataOptions`). A preset, a run's `config.yaml` and the command line's flags are all
+this dataclass: `config_from_dict` reads one and validates every key, `to_dict` writes one out.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from slotlab.errors import ConfigError
+from slotlab.models import CONFIGS, ModelConfig, model_config
+from slotlab.schema import from_dict, option, to_dict
+from slotlab.tasks import normalize_task
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-@dataclass
+@dataclass(frozen=True)
+class DataOptions:
+    """Options of the dataset named by the data spec (None: the dataset's default). Each kind of
+    dataset takes the options it understands (`slotlab.data.build_dataset`)."""
+
+    resolution: tuple[int, int] | None = option(None, "image (H, W) the data is resized to")
+    num: int | None = option(None, "number of generated scenes (procedural data)")
+    seed: int | None = option(None, "generator seed (procedural data)")
+    min_objects: int | None = option(None, "fewest objects per scene (procedural data)")
+    max_objects: int | None = option(None, "most objects per scene")
+    background: str | None = option(None, "sprite background (procedural sprites)")
+    crop: str | tuple[int, int, int, int] | None = option(
+        None, "'official' or (r0, r1, c0, c1) of the source frame")
+    supersample: int | None = option(None, "samples per pixel side (procedural CLEVR-style)")
+    min_pixels: int | None = option(None, "visible pixels each generated object needs")
+    variant: str | None = option(None, "multi-dsprites variant")
+    cache_dir: str | None = option(None, "where TFRecord indexes are cached")
+    num_eval_examples: int | None = option(None, "tfds-clevr: images of the train_eval split")
+    verify_crc: bool | None = option(None, "check TFRecord CRCs while reading")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options that are set, as keyword arguments of `build_dataset`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on; written to RUN_DIR/config.yaml.
+    """Everything a training run depends on; written to RUN_DIR/config.yaml. Defaults are the
+    official object-discovery settings."""
 
-    Defaults are the official object-discovery settings; `model` holds constructor arguments of
-    the model class that differ from the official defaults, `data_options` keyword arguments of
-    `build_dataset`.
-    """
+    task: str = option("object_discovery", "object_discovery or set_prediction")
+    data: str = option("procedural", "data spec, e.g. procedural-sprites, clevr:PATH, folder:DIR")
+    preset: str | None = option(None, "the preset the run started from")
+    model: ModelConfig | None = option(None, "the model's config (default: the task's official)")
+    data_options: DataOptions = option(DataOptions(), "options of the dataset")
+    batch_size: int = option(64, "global batch size (split over torchrun processes)")
+    steps: int = option(500_000, "training steps (a larger value extends a finished run)")
+    learning_rate: float = option(4e-4, "peak Adam learning rate")
+    warmup_steps: int = option(10_000, "linear learning-rate warm-up steps")
+    decay_rate: float = option(0.5, "learning-rate decay factor per decay_steps")
+    decay_steps: int = option(100_000, "steps over which the learning rate decays by decay_rate")
+    seed: int = option(0, "seed of the weights, the data order and the slot noise")
+    device: str = option("auto", "auto (CUDA if available), cpu or cuda")
+    bf16: bool = option(False, "bf16 autocast (GPUs; CPUs with AVX512-BF16 or AMX)")
+    compile: bool = option(False, "torch.compile the model")
+    cuda_graphs: bool = option(False, "CUDA graphs (torch.compile mode reduce-overhead)")
+    pad_last_layer: int | None = option(
+        None, "compute the 4-channel last decoder layer padded to N outputs (default: 8 on CUDA, "
+        "off on the CPU)")
+    channels_last: bool | None = option(
+        None, "channels_last memory format (default: on for CUDA, and for set prediction on "
+        "the CPU)")
+    num_workers: int | None = option(None, "data loader worker processes (default: by data)")
+    grad_clip: float | None = option(None, "clip the global gradient norm to this value")
+    ema_decay: float | None = option(
+        None, "evaluate and save an exponential moving average of the weights (e.g. 0.999)")
+    log_every: int = option(100, "steps between training-loss lines")
+    eval_every: int = option(5_000, "steps between evaluations")
+    eval_num: int = option(256, "held-out images per evaluation")
+    eval_split: str = option("val", "split evaluated during training")
+    image_every: int = option(5_000, "steps between slot pictures")
+    checkpoint_every: int = option(1_000, "steps between checkpoints")
+    keep_checkpoints: int = option(3, "checkpoints kept in the run directory")
+    deterministic: bool = option(False, "deterministic algorithms only (slower)")
+    max_minutes: float | None = option(
+        None, "training wall-clock budget in minutes (evaluation not counted)")
 
-    task: str = "object_discovery"
-    data: str = "procedural"
-    preset: str | None = None
-    model: dict[str, Any] = field(default_factory=dict)
-    data_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 64
-    steps: int = 500_000
-    learning_rate: float = 4e-4
-    warmup_steps: int = 10_000
-    decay_rate: float = 0.5
-    decay_steps: int = 100_000
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
-    compile: bool = False
-    cuda_graphs: bool = False  # CUDA only: torch.compile(mode="reduce-overhead")
-    pad_last_layer: int | None = None  # None: 8 on CUDA (object discovery), off on the CPU
-    channels_last: bool | None = None  # None: on for CUDA, and for set prediction on the CPU
-    num_workers: int | None = None
-    grad_clip: float | None = None
-    ema_decay: float | None = None  # evaluate and save an EMA of the weights (train/ema.py)
-    mixture_sigma: float | None = None  # object discovery: Gaussian-mixture loss, not MSE
-    mask_entropy: float | None = None  # object discovery: + this weight x the masks' entropy
-    set_loss: str = "huber"  # set prediction: "huber" (official) or "bce" (hungarian_bce_loss)
-    log_every: int = 100
-    eval_every: int = 5_000
-    eval_num: int = 256
-    eval_split: str = "val"
-    image_every: int = 5_000
-    checkpoint_every: int = 1_000
-    keep_checkpoints: int = 3
-    deterministic: bool = False
-    max_minutes: float | None = None  # stop (and finish the run) after this much training time
+    def __post_init__(self) -> None:
+        task = normalize_task(self.task)
+        object.__setattr__(self, "task", task)
+        model = self.model
+        if model is None or isinstance(model, dict):
+            model = model_config(task, model)
+        elif not isinstance(model, CONFIGS[task]):
+            raise ConfigError(f"a {task} run needs a {CONFIGS[task].__name__}, got "
+                              f"{type(model).__name__}")
+        object.__setattr__(self, "model", model)
+        for name in ("batch_size", "steps", "log_every", "eval_every", "eval_num", "image_every",
+                     "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0 or self.decay_steps < 1 or not self.decay_rate > 0:
+            raise ConfigError("warmup_steps must be >= 0, decay_steps >= 1 and decay_rate > 0")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.999), got "
+                              f"{self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_dict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` (validated as a whole)."""
+        return config_from_dict({**self.to_dict(), **changes})
 
 
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (an empty file is an empty mapping); one line otherwise."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{what} {path} is not valid YAML ({first})") from None
+    except OSError as err:
+        raise ConfigError(f"{what} {path} cannot be read ({err.strerror})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} {path} does not hold a mapping of settings")
+    return values
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -72,54 +151,34 @@ def load_preset(name: str) -> dict[str, Any]:
         path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"preset file {path} is not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"preset file {path} does not hold a mapping")
-    return values
+    return read_yaml(path, "preset file")
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """A `TrainConfig` from plain values (a preset, a saved config.yaml): the task is read first,
+    so that `model` is checked against that task's model config."""
+    values = dict(values)
+    values["task"] = normalize_task(values.get("task", "object_discovery"))
+    model = values.get("model")
+    if model is not None and not dataclasses.is_dataclass(model):
+        values["model"] = model_config(values["task"], model)
+    return from_dict(TrainConfig, values, where="config")
 
 
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
-    """Preset values, then `overrides` (None values are ignored), checked against the fields."""
+    """Preset values, then `overrides` (None values are ignored; `model` and `data_options`
+    mappings update the preset's key by key)."""
     values: dict[str, Any] = {}
     if preset:
         values.update(load_preset(preset))
         values["preset"] = preset
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("model", "data_options") and isinstance(value, dict):
+            value = {**(values.get(key) or {}), **value}
+        values[key] = value
     return config_from_dict(values)
-
-
-def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-    cfg = TrainConfig(**values)
-    cfg.task = cfg.task.replace("-", "_")
-    if cfg.task not in ("object_discovery", "set_prediction"):
-        raise ConfigError(f"unknown task {cfg.task!r}")
-    for name in ("batch_size", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
-        if int(getattr(cfg, name)) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.ema_decay is not None and not 0 < cfg.ema_decay < 1:
-        raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.999), got {cfg.ema_decay}")
-    if cfg.mixture_sigma is not None:
-        if cfg.task != "object_discovery":
-            raise ConfigError("mixture_sigma is a reconstruction loss: object discovery only")
-        if not cfg.mixture_sigma > 0:
-            raise ConfigError(f"mixture_sigma must be > 0 (e.g. 0.2), got {cfg.mixture_sigma}")
-    if cfg.mask_entropy is not None:
-        if cfg.task != "object_discovery":
-            raise ConfigError("mask_entropy is a penalty on the masks: object discovery only")
-        if not cfg.mask_entropy >= 0:
-            raise ConfigError(f"mask_entropy must be >= 0 (e.g. 0.005), got {cfg.mask_entropy}")
-    if cfg.set_loss not in ("huber", "bce"):
-        raise ConfigError(f"set_loss must be 'huber' (official) or 'bce', got {cfg.set_loss!r}")
-    if cfg.set_loss != "huber" and cfg.task != "set_prediction":
-        raise ConfigError("set_loss is the set-prediction loss: set prediction only")
-    return cfg
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
