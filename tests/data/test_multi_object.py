@@ -15,8 +15,9 @@ from slotlab.data.multi_object import (
     read_multi_object_tfrecord,
 )
 from slotlab.data.preprocess import clevr_preprocess
-from slotlab.data.tfrecord import BytesList, write_tfrecord
 from slotlab.errors import DataError
+from slotlab.tf_formats.example import BytesList
+from slotlab.tf_formats.tfrecord import write_tfrecord
 
 FORMATS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "formats"
 needs_ref = pytest.mark.skipif(not FORMATS.is_dir(), reason="../shared/reference is absent")

@@ -12,8 +12,9 @@ from PIL import Image
 
 from slotlab.data.preprocess import clevr_preprocess, clevr_target
 from slotlab.data.tfds_clevr import TFDSClevrDataset, read_tfds_clevr
-from slotlab.data.tfrecord import BytesList, write_tfrecord
 from slotlab.errors import DataError
+from slotlab.tf_formats.example import BytesList
+from slotlab.tf_formats.tfrecord import write_tfrecord
 
 FORMATS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "formats"
 TFDS_DIR = FORMATS / "tfds_clevr"

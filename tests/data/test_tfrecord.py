@@ -9,19 +9,17 @@ import google_crc32c
 import numpy as np
 import pytest
 
-from slotlab.data.tfrecord import (
+from slotlab.errors import DataError
+from slotlab.tf_formats.crc import masked_crc32c
+from slotlab.tf_formats.example import BytesList, encode_example, parse_example
+from slotlab.tf_formats.tfrecord import (
     MAX_GZIP_RECORD_BYTES,
-    BytesList,
-    encode_example,
     index_records,
     is_gzip,
     iter_records,
-    masked_crc32c,
-    parse_example,
     read_record_at,
     write_tfrecord,
 )
-from slotlab.errors import DataError
 
 FORMATS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "formats"
 needs_ref = pytest.mark.skipif(not FORMATS.is_dir(), reason="../shared/reference is absent")

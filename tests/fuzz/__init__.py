@@ -2,8 +2,8 @@
 
 Contract under test: a public reader given arbitrary bytes either returns normally or raises one
 of slotlab's own error types (`DataError`, `CheckpointError`); never another exception (the
-internal `slotlab.wire.WireError` included), never a hang, never a huge allocation driven by a
-forged length field.
+internal `slotlab.tf_formats.wire.WireError` included), never a hang, never a huge allocation
+driven by a forged length field.
 
 Shared pieces live here: the reference-data location, the common hypothesis settings (fixed
 seed via `derandomize=True`, a per-example deadline to catch near-hangs), byte-mutation

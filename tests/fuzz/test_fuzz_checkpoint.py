@@ -22,8 +22,8 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from slotlab.convert.tf_checkpoint import TFCheckpoint
 from slotlab.errors import CheckpointError
+from slotlab.tf_formats.checkpoint import TFCheckpoint
 from slotlab.tf_formats.official import load_tf_checkpoint
 from slotlab.train.checkpoint import load_checkpoint
 from tests.fuzz import (

@@ -24,16 +24,14 @@ from hypothesis import strategies as st
 
 from slotlab.data.multi_object import read_multi_object_tfrecord
 from slotlab.data.tfds_clevr import TFDSClevrDataset, read_tfds_clevr
-from slotlab.data.tfrecord import (
+from slotlab.errors import DataError
+from slotlab.tf_formats.example import BytesList, encode_example, parse_example
+from slotlab.tf_formats.tfrecord import (
     MAX_GZIP_RECORD_BYTES,
-    BytesList,
-    encode_example,
     index_records,
     iter_records,
-    parse_example,
     read_record_at,
 )
-from slotlab.errors import DataError
 from tests.fuzz import (
     EXAMPLES,
     counted,

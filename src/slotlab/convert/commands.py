@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slotlab.convert.tf_checkpoint import resolve_prefix
     from slotlab.models.pretrained import save_pretrained
+    from slotlab.tf_formats.checkpoint import resolve_prefix
     from slotlab.tf_formats.official import load_tf_checkpoint
 
     overrides = {k: v for k, v in (("num_slots", args.num_slots),

@@ -54,8 +54,9 @@ from slotlab.data.preprocess import (
     resize_mask,
     to_unit_range,
 )
-from slotlab.data.tfrecord import BytesList, iter_records, parse_example
 from slotlab.errors import ConfigError, DataError
+from slotlab.tf_formats.example import BytesList, parse_example
+from slotlab.tf_formats.tfrecord import iter_records
 
 __all__ = [
     "MULTI_OBJECT_NAMES",

@@ -49,9 +49,10 @@ from slotlab.data.preprocess import (
     clevr_preprocess,
     clevr_target,
 )
-from slotlab.data.tfrecord import BytesList, index_records, iter_records, parse_example
-from slotlab.data.tfrecord import read_record_at as _read_record_at
 from slotlab.errors import ConfigError, DataError
+from slotlab.tf_formats.example import BytesList, parse_example
+from slotlab.tf_formats.tfrecord import index_records, iter_records
+from slotlab.tf_formats.tfrecord import read_record_at as _read_record_at
 
 __all__ = [
     "CLEVR_VERSION",

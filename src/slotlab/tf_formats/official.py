@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slotlab.convert.tf_checkpoint import TFCheckpoint
+from slotlab.tf_formats.checkpoint import TFCheckpoint
 from slotlab.errors import CheckpointError
 from slotlab.models import build_model
 

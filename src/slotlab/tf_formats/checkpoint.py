@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slotlab.data.tfrecord import masked_crc32c
 from slotlab.errors import CheckpointError
-from slotlab.wire import LENGTH_DELIMITED, WireError, iter_fields, read_varint
+from slotlab.tf_formats.crc import masked_crc32c
+from slotlab.tf_formats.wire import LENGTH_DELIMITED, WireError, iter_fields, read_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

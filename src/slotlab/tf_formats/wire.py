@@ -1,8 +1,8 @@
-"""A minimal, bounds-checked reader of the protobuf wire format.
+"""The protobuf wire format: a minimal, bounds-checked reader and the two encoders slotlab needs.
 
-Enough to read the few TF messages slotlab needs (tensor-bundle entries, tf.train.Example)
-without the protobuf package. Every malformed input raises `WireError`, never IndexError or a
-huge allocation: lengths are checked against the bytes that are actually there.
+Enough to read and write the few TF messages slotlab handles (tensor-bundle entries,
+tf.train.Example) without the protobuf package. Every malformed input raises `WireError`, never
+IndexError or a huge allocation: lengths are checked against the bytes that are actually there.
 """
 
 from __future__ import annotations
@@ -86,3 +86,19 @@ def iter_fields(
             yield field, wire_type, buf[a:b]
         else:
             yield field, wire_type, int.from_bytes(buf[a:b], "little")
+
+
+def encode_varint(value: int) -> bytes:
+    """Encode an integer as a base-128 varint (negative values as 64-bit two's complement)."""
+    value &= MASK64
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(field: int, body: bytes) -> bytes:
+    """One length-delimited field (wire type 2): key, length, body."""
+    return encode_varint((field << 3) | LENGTH_DELIMITED) + encode_varint(len(body)) + body

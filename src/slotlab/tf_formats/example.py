@@ -1,18 +1,6 @@
-"""TensorFlow-free TFRecord and `tf.train.Example` reading and writing.
+"""`tf.train.Example` parsing and encoding, without TensorFlow or the protobuf package.
 
-TFRecord framing (one record after another, nothing else in the stream)::
-
-    uint64 LE  length                 payload size in bytes
-    uint32 LE  masked CRC32C(length bytes)
-    bytes      payload                one serialized tf.train.Example
-    uint32 LE  masked CRC32C(payload)
-
-with `masked = ((crc >> 15) | (crc << 17)) + 0xA282EAD8 (mod 2**32)` and CRC32C the Castagnoli
-CRC (computed by the C-accelerated `google_crc32c` package). A file may be GZIP-compressed as a
-whole (detected by the gzip magic bytes `1f 8b`; concatenated gzip members are accepted); it is
-inflated as a stream, never at once.
-
-`tf.train.Example` is parsed with a small protobuf wire-format reader (no protobuf package)::
+The messages, read with the wire-format reader of `slotlab.tf_formats.wire`::
 
     Example  { Features features = 1; }
     Features { map<string, Feature> feature = 1; }      # entries: key = 1, value = 2
@@ -28,285 +16,21 @@ multi-object datasets store every pixel) are parsed with vectorised numpy code a
 uint8 array (`BytesList.to_uint8()`), so a record with a million such strings parses in a few
 milliseconds.
 
-Every problem with the input raises `slotlab.errors.DataError` with one sentence that names the
-file (or the `where` label given by the caller) and what is wrong.
+Malformed input raises `slotlab.errors.DataError` with one sentence naming the `where` label
+given by the caller and what is wrong.
 """
 
 from __future__ import annotations
 
-import gzip
-import os
-import tempfile
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any, BinaryIO, overload
+from typing import Any, overload
 
-import google_crc32c
 import numpy as np
 
 from slotlab.errors import DataError
-from slotlab.wire import WireError, iter_field_ranges
+from slotlab.tf_formats.wire import WireError, encode_varint, iter_field_ranges, length_delimited
 
-__all__ = [
-    "BytesList",
-    "FeatureValue",
-    "MAX_GZIP_RECORD_BYTES",
-    "encode_example",
-    "index_records",
-    "is_gzip",
-    "iter_records",
-    "masked_crc32c",
-    "parse_example",
-    "read_record_at",
-    "write_tfrecord",
-]
-
-GZIP_MAGIC = b"\x1f\x8b"
-MAX_GZIP_RECORD_BYTES = 1 << 30  # a record length above this in a gzip stream is corrupt
-_CHUNK = 64 << 20  # large payloads are read in chunks, so a lying length cannot over-allocate
-_MASK64 = (1 << 64) - 1
-_CRC_DELTA = 0xA282EAD8
-
-
-# --------------------------------------------------------------------------------------------
-# CRC and framing
-# --------------------------------------------------------------------------------------------
-
-
-def masked_crc32c(data: bytes | bytearray | memoryview) -> int:
-    """The masked CRC32C TFRecord stores after the length and after the payload."""
-    crc = google_crc32c.value(bytes(data) if not isinstance(data, bytes) else data)
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _CRC_DELTA) & 0xFFFFFFFF
-
-
-def is_gzip(path: str | os.PathLike[str]) -> bool:
-    """True when the file starts with the gzip magic bytes (the whole stream is compressed)."""
-    with _open(Path(path)) as f:
-        return f.read(2) == GZIP_MAGIC
-
-
-def _open(path: Path) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a TFRecord file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
-
-
-class _Stream:
-    """Reads exact byte counts from a plain or gzip file, turning I/O errors into DataError."""
-
-    def __init__(self, path: Path, raw: BinaryIO) -> None:
-        self.path = path
-        self.raw = raw
-        self.gzip = raw.read(2) == GZIP_MAGIC
-        raw.seek(0)
-        self.size = os.fstat(raw.fileno()).st_size
-        self.f: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if self.gzip else raw
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-    def read(self, n: int) -> bytes:
-        """Up to n bytes (fewer only at the end of the stream)."""
-        try:
-            if n <= _CHUNK:
-                return self.f.read(n)
-            parts = []
-            left = n
-            while left > 0:
-                part = self.f.read(min(left, _CHUNK))
-                if not part:
-                    break
-                parts.append(part)
-                left -= len(part)
-            return b"".join(parts)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise DataError(
-                f"{self.path}: the gzip stream is corrupt or truncated ({exc})"
-            ) from None
-        except OSError as exc:
-            raise DataError(f"{self.path}: read failed ({exc.strerror or exc})") from None
-
-    def max_payload(self, offset_after_header: int) -> int:
-        """The largest payload length that can be genuine at this point of the stream."""
-        if self.gzip:
-            return MAX_GZIP_RECORD_BYTES
-        return max(0, self.size - offset_after_header - 4)
-
-
-def _read_header(stream: _Stream, index: int) -> int | None:
-    """Read and check one record header; return the payload length, or None at a clean end."""
-    header = stream.read(12)
-    if not header:
-        return None
-    if len(header) < 12:
-        raise DataError(
-            f"{stream.path}: record {index} is truncated: its 12-byte header has only "
-            f"{len(header)} bytes"
-        )
-    length = int.from_bytes(header[:8], "little")
-    if masked_crc32c(header[:8]) != int.from_bytes(header[8:], "little"):
-        raise DataError(
-            f"{stream.path}: record {index} has a length field that fails its CRC32C check "
-            "(corrupt file, or not a TFRecord file)"
-        )
-    limit = stream.max_payload(stream.tell())
-    if length > limit:
-        if stream.gzip:
-            raise DataError(
-                f"{stream.path}: record {index} declares a payload of {length} bytes, more than "
-                f"the {limit} byte limit (corrupt length field)"
-            )
-        raise DataError(
-            f"{stream.path}: record {index} declares a payload of {length} bytes but only "
-            f"{limit} payload bytes can follow (truncated file or corrupt length field)"
-        )
-    return length
-
-
-def _read_payload(stream: _Stream, index: int, length: int, verify_crc: bool) -> bytes:
-    payload = stream.read(length)
-    if len(payload) < length:
-        raise DataError(
-            f"{stream.path}: record {index} is truncated: its payload has {len(payload)} of "
-            f"{length} bytes"
-        )
-    footer = stream.read(4)
-    if len(footer) < 4:
-        raise DataError(f"{stream.path}: record {index} is truncated: its payload CRC is missing")
-    if verify_crc and masked_crc32c(payload) != int.from_bytes(footer, "little"):
-        raise DataError(
-            f"{stream.path}: record {index} fails its payload CRC32C check (corrupt data)"
-        )
-    return payload
-
-
-def iter_records(
-    path: str | os.PathLike[str],
-    *,
-    start: int = 0,
-    stop: int | None = None,
-    verify_crc: bool = True,
-) -> Iterator[bytes]:
-    """Yield the payloads (serialized protos) of records `start:stop` of a TFRecord file.
-
-    Plain and GZIP files are both read as a stream. Records before `start` are still read
-    (gzip cannot seek) and CRC-checked but not returned; reading stops after `stop`.
-    """
-    path = Path(path)
-    with _open(path) as raw:
-        stream = _Stream(path, raw)
-        index = 0
-        while stop is None or index < stop:
-            length = _read_header(stream, index)
-            if length is None:
-                return
-            payload = _read_payload(stream, index, length, verify_crc)
-            if index >= start:
-                yield payload
-            index += 1
-
-
-def index_records(path: str | os.PathLike[str]) -> np.ndarray:
-    """Offsets of every record of an uncompressed TFRecord file, for random access.
-
-    Returns int64 [N, 2]: (payload offset in the file, payload length). Only the 12-byte headers
-    are read (their CRCs checked); payload CRCs are checked later by `read_record_at`.
-    """
-    path = Path(path)
-    rows: list[tuple[int, int]] = []
-    with _open(path) as raw:
-        stream = _Stream(path, raw)
-        if stream.gzip:
-            raise DataError(
-                f"{path}: is gzip-compressed, so its records cannot be indexed for random access"
-            )
-        index = 0
-        while True:
-            length = _read_header(stream, index)
-            if length is None:
-                break
-            offset = raw.tell()
-            rows.append((offset, length))
-            raw.seek(offset + length + 4)  # the bound check guarantees these bytes exist
-            index += 1
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-
-
-def read_record_at(
-    f: BinaryIO,
-    offset: int,
-    length: int,
-    *,
-    path: str | os.PathLike[str] = "<file>",
-    index: int | str = "?",
-    verify_crc: bool = True,
-) -> bytes:
-    """Read the payload at `offset` (from `index_records`) of an open plain TFRecord file."""
-    try:
-        f.seek(offset)
-        payload = f.read(length)
-        footer = f.read(4)
-    except OSError as exc:
-        raise DataError(f"{path}: read of record {index} failed ({exc.strerror or exc})") from None
-    if len(payload) < length or len(footer) < 4:
-        raise DataError(f"{path}: record {index} is truncated (the file changed after indexing?)")
-    if verify_crc and masked_crc32c(payload) != int.from_bytes(footer, "little"):
-        raise DataError(f"{path}: record {index} fails its payload CRC32C check (corrupt data)")
-    return payload
-
-
-def _frame(payload: bytes) -> bytes:
-    head = len(payload).to_bytes(8, "little")
-    return b"".join(
-        (
-            head,
-            masked_crc32c(head).to_bytes(4, "little"),
-            payload,
-            masked_crc32c(payload).to_bytes(4, "little"),
-        )
-    )
-
-
-def write_tfrecord(
-    path: str | os.PathLike[str],
-    examples: Iterable[bytes | Mapping[str, Any]],
-    gzip: bool = False,
-) -> int:
-    """Write records (serialized bytes, or feature dicts for `encode_example`) to a TFRecord file.
-
-    With `gzip=True` the whole stream is one gzip member (mtime 0), as TensorFlow's
-    `TFRecordWriter(path, "GZIP")` writes it. The file appears atomically (temp name + rename).
-    Returns the number of records written.
-    """
-    path = Path(path)
-    count = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            out = _gzip_writer(raw) if gzip else raw
-            for example in examples:
-                payload = example if isinstance(example, bytes) else encode_example(example)
-                out.write(_frame(payload))
-                count += 1
-            if out is not raw:
-                out.close()
-        os.chmod(tmp, 0o644)  # mkstemp creates files readable by the owner only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return count
-
-
-def _gzip_writer(raw: BinaryIO) -> gzip.GzipFile:
-    return gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+__all__ = ["BytesList", "FeatureValue", "encode_example", "parse_example"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,7 +116,7 @@ FeatureValue = BytesList | np.ndarray
 
 
 # --------------------------------------------------------------------------------------------
-# Protobuf wire-format parsing
+# Parsing
 # --------------------------------------------------------------------------------------------
 
 
@@ -550,20 +274,6 @@ def parse_example(payload: bytes, where: str = "tf.train.Example") -> dict[str, 
 # --------------------------------------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    value &= _MASK64
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _len_field(field: int, body: bytes) -> bytes:
-    return _varint((field << 3) | 2) + _varint(len(body)) + body
-
-
 def _bytes_body(values: BytesList | Sequence[bytes]) -> bytes:
     if isinstance(values, BytesList) and values._one_byte is not None:
         rows = np.empty((len(values._one_byte), 3), dtype=np.uint8)
@@ -571,7 +281,7 @@ def _bytes_body(values: BytesList | Sequence[bytes]) -> bytes:
         rows[:, 1] = 0x01
         rows[:, 2] = values._one_byte
         return rows.tobytes()
-    return b"".join(_len_field(1, bytes(v)) for v in values)
+    return b"".join(length_delimited(1, bytes(v)) for v in values)
 
 
 def _float_body(values: np.ndarray, packed: bool) -> bytes:
@@ -579,7 +289,7 @@ def _float_body(values: np.ndarray, packed: bool) -> bytes:
     if data.size == 0:
         return b""
     if packed:
-        return _len_field(1, data.tobytes())
+        return length_delimited(1, data.tobytes())
     rows = np.empty((data.size, 5), dtype=np.uint8)
     rows[:, 0] = 0x0D
     rows[:, 1:] = data.view(np.uint8).reshape(-1, 4)
@@ -591,22 +301,22 @@ def _int64_body(values: np.ndarray, packed: bool) -> bytes:
     if not ints:
         return b""
     if packed:
-        return _len_field(1, b"".join(_varint(v) for v in ints))
-    return b"".join(b"\x08" + _varint(v) for v in ints)
+        return length_delimited(1, b"".join(encode_varint(v) for v in ints))
+    return b"".join(b"\x08" + encode_varint(v) for v in ints)
 
 
 def _encode_feature(key: str, value: Any, packed: bool) -> bytes:
     if isinstance(value, BytesList):
-        return _len_field(1, _bytes_body(value))
+        return length_delimited(1, _bytes_body(value))
     if isinstance(value, (bytes, bytearray, str)):
         value = [value]
     elif isinstance(value, (bool, int, float, np.generic)):
         value = np.asarray([value])
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "f":
-            return _len_field(2, _float_body(value, packed))
+            return length_delimited(2, _float_body(value, packed))
         if value.dtype.kind in "iub":
-            return _len_field(3, _int64_body(value, packed))
+            return length_delimited(3, _int64_body(value, packed))
         if value.dtype.kind in "USO":
             value = value.reshape(-1).tolist()
         else:
@@ -619,7 +329,7 @@ def _encode_feature(key: str, value: Any, packed: bool) -> bytes:
             )
         if all(isinstance(v, (bytes, bytearray, str)) for v in value):
             items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in value]
-            return _len_field(1, _bytes_body(items))
+            return length_delimited(1, _bytes_body(items))
         arr = np.asarray(value)
         if arr.dtype.kind in "fiub":
             return _encode_feature(key, arr, packed)
@@ -635,8 +345,8 @@ def encode_example(features: Mapping[str, Any], *, packed: bool = True) -> bytes
     """
     entries = []
     for key, value in features.items():
-        entry = _len_field(1, key.encode("utf-8")) + _len_field(
+        entry = length_delimited(1, key.encode("utf-8")) + length_delimited(
             2, _encode_feature(key, value, packed)
         )
-        entries.append(_len_field(1, entry))
-    return _len_field(1, b"".join(entries))
+        entries.append(length_delimited(1, entry))
+    return length_delimited(1, b"".join(entries))
