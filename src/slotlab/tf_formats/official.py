@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from slotlab.tf_formats.checkpoint import TFCheckpoint
 from slotlab.errors import CheckpointError
 from slotlab.models import build_model
+from slotlab.tf_formats.checkpoint import TFCheckpoint
 
 NETWORK_PREFIX = "network/layer_with_weights-0/"
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
