@@ -9,11 +9,9 @@ killed while writing never leaves a half-written checkpoint in place of a good o
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +19,11 @@ import torch
 from torch import nn
 
 from slotlab.errors import CheckpointError
+from slotlab.io import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
