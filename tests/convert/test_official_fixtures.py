@@ -70,10 +70,10 @@ def test_outputs_match_official(task):
 def test_bare_module_matches_official(task):
     _, fx, model = load(task)
     with torch.no_grad():
-        slots, attn = model.slot_attention(
-            torch.from_numpy(fx["sa_module_inputs"]),
-            noise=torch.from_numpy(fx["sa_module_slots_init_noise"]),
-        )
+        noise = torch.from_numpy(fx["sa_module_slots_init_noise"])
+        sa = model.slot_attention(torch.from_numpy(fx["sa_module_inputs"]),
+                                  model.initial_slots(noise.shape[0], noise=noise))
+        slots, attn = sa.slots, sa.attention
     err = (slots - torch.from_numpy(fx["sa_module_slots"])).abs().max().item()
     assert err <= 1e-4
     assert attn.shape == (2, fx["sa_module_slots"].shape[1], 50)

@@ -131,8 +131,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     tasks_of = model_fields()
     for name in model:
         if task not in tasks_of[name]:
-            raise ConfigError(f"--{name.replace('_', '-')} is a "
-                              f"{tasks_of[name][0].replace('_', '-')} model option, not "
+            raise ConfigError(f"--{name.replace('_', '-')} is an option of the "
+                              f"{tasks_of[name][0].replace('_', '-')} model, not of "
                               f"{task.replace('_', '-')}")
     data_options = {"resolution": model["resolution"]} if "resolution" in model else {}
     training = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig)
