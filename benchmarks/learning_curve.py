@@ -17,8 +17,9 @@ maskattn (the masks also get the final slots' attention logits, `mask_attention`
 encoder without strides: attention over every pixel), stride2 (one stride-2 encoder layer, the
 second), noinvariant (the paper's Slot Attention with an absolute position embedding instead of
 Invariant Slot Attention), iter5 (5 Slot Attention iterations instead of 3), decay10k / decay6k
-(the learning rate halves every 10,000 / 6,000 steps), locality (a locality term in Slot Attention's logits,
-`attention_locality`), k7 (7 slots), test7 (7 Slot Attention iterations at evaluation).
+(the learning rate halves every 10,000 / 6,000 steps), locality (a locality term in Slot
+Attention's logits, `attention_locality`), k7 (7 slots), test7 (7 Slot Attention iterations at
+evaluation).
 Variants combine with "+", e.g. `--variants locality+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the

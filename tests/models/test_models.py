@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from slotlab.models import SlotAttentionAutoEncoder, SlotAttentionSetPredictor, build_model
 from slotlab.errors import ConfigError
+from slotlab.models import SlotAttentionAutoEncoder, SlotAttentionSetPredictor, build_model
 from slotlab.nn import GaussianSlots, SlotAttention, same_padding
 from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
 

@@ -83,5 +83,6 @@ def test_flags_override_the_preset_and_reach_the_typed_config():
 
 
 def test_a_flag_of_the_other_tasks_model_is_one_line():
-    with pytest.raises(ConfigError, match="--decoder-channels is an option of the object-discovery model, not of set-pred"):
+    with pytest.raises(ConfigError, match="--decoder-channels is an option of the "
+                       "object-discovery model, not of set-prediction"):
         train_config_from_args(parse("set-prediction", "--out", "x", "--decoder-channels", "8,8"))
