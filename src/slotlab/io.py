@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "ShardWriter",
     "WriteError",
     "atomic_write",
+    "cache_dir_in",
     "fsync_path",
 ]
 
@@ -311,3 +313,22 @@ class ShardWriter:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def _writable_dir(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def cache_dir_in(folder: str | os.PathLike[str]) -> Path:
+    """Where dataset caches go by default: `folder/.slotlab-cache` (created), or
+    `~/.cache/slotlab` when that cannot be written."""
+    beside = Path(folder) / ".slotlab-cache"
+    if _writable_dir(beside):
+        return beside
+    return Path.home() / ".cache" / "slotlab"

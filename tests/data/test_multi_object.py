@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from slotlab.data import multi_object
+import slotlab.io
 from slotlab.data.multi_object import (
     MultiObjectDataset,
     default_cache_dir,
@@ -15,7 +15,7 @@ from slotlab.data.multi_object import (
     read_multi_object_tfrecord,
 )
 from slotlab.data.preprocess import clevr_preprocess
-from slotlab.errors import DataError
+from slotlab.errors import ConfigError, DataError
 from slotlab.tf_formats.example import BytesList
 from slotlab.tf_formats.tfrecord import write_tfrecord
 
@@ -177,7 +177,7 @@ def test_split_ranges_and_empty_splits(clevr_file, tmp_path):
             cache_dir=tmp_path,
             progress=False,
         )
-    with pytest.raises(DataError, match="unknown split 'nope'"):
+    with pytest.raises(ConfigError, match="unknown split 'nope'"):
         MultiObjectDataset(path, split="nope", cache_dir=tmp_path, progress=False)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
@@ -192,7 +192,7 @@ def test_default_cache_dir(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     assert default_cache_dir(data / "f.tfrecords") == data / ".slotlab-cache"
-    monkeypatch.setattr(multi_object, "_writable_dir", lambda path: False)
+    monkeypatch.setattr(slotlab.io, "_writable_dir", lambda path: False)
     monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path / "home"))
     assert default_cache_dir(data / "f.tfrecords") == tmp_path / "home" / ".cache" / "slotlab"
 

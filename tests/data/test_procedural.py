@@ -1,6 +1,7 @@
 """Procedural CLEVR-style scenes: sampling, rendering, the in-memory dataset, the CLEVR layout
 on disk and the `slotlab data generate|show` commands."""
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -11,18 +12,19 @@ import torch
 from PIL import Image
 
 from slotlab.cli import main
-from slotlab.data.preprocess import COLORS, MATERIALS, OFFICIAL_CROP, SHAPES, SIZES, clevr_target
+from slotlab.data.clevr_vocab import COLORS, MATERIALS, SHAPES, SIZES
+from slotlab.data.preprocess import OFFICIAL_CROP, clevr_target
 from slotlab.data.procedural import (
     CLEVR_RGB,
     MIN_PIXELS,
     ProceduralClevrDataset,
-    _render_ids,
     generate_clevr_dir,
     procedural_scene,
     project,
     render_scene,
     scene_to_json,
 )
+from slotlab.data.procedural.render import render_ids
 from slotlab.errors import ConfigError
 
 REF_SCENES = (
@@ -97,7 +99,7 @@ def test_every_object_is_visible_and_mask_ids_match_objects():
     for index in range(4):
         scene = procedural_scene(0, "train", index)
         n = len(scene["objects"])
-        ids = _render_ids(scene, 240, 160, None)  # the size the visibility check uses
+        ids = render_ids(scene, 240, 160, None)  # the size the visibility check uses
         counts = np.bincount(ids.ravel(), minlength=n + 1)
         assert counts.size == n + 1  # no id above n
         assert np.all(counts[1:] >= MIN_PIXELS / 4)
@@ -107,7 +109,7 @@ def test_pixel_coords_project_into_the_object():
     scene = procedural_scene(0, "train", 1, image_size=(240, 160))
     for obj in scene["objects"]:
         alone = {**scene, "objects": [obj]}
-        ids = _render_ids(alone, 240, 160, None)
+        ids = render_ids(alone, 240, 160, None)
         u, v, _ = obj["pixel_coords"]
         assert ids[min(v, 159), min(u, 239)] == 1
     uvd = project(scene, np.zeros((1, 3)), (480, 320))
@@ -184,7 +186,9 @@ def test_build_dataset_makes_procedural():
 
 
 def test_generate_writes_the_clevr_layout(tmp_path):
-    root = generate_clevr_dir(tmp_path / "gen", "val", num=3, seed=5, size=(96, 64), workers=2)
+    root = generate_clevr_dir(
+        tmp_path / "gen", "val", num=3, seed=5, resolution=(64, 96), workers=2
+    )
     images = sorted((root / "images" / "val").iterdir())
     masks = sorted((root / "masks" / "val").iterdir())
     names = [f"CLEVR_val_{i:06d}.png" for i in range(3)]
@@ -230,7 +234,7 @@ def test_generate_writes_the_clevr_layout(tmp_path):
 def test_generated_dir_reads_as_clevr(tmp_path):
     from slotlab.data.clevr import ClevrDataset
 
-    root = generate_clevr_dir(tmp_path, "train", num=2, seed=0, size=(48, 32), workers=1)
+    root = generate_clevr_dir(tmp_path, "train", num=2, seed=0, resolution=(32, 48), workers=1)
     ds = ClevrDataset(root, "train", "set_prediction", resolution=(32, 32), crop=None)
     assert len(ds) == 2 and ds.has_masks
     scenes = json.loads((root / "scenes" / "CLEVR_train_scenes.json").read_text())["scenes"]
@@ -240,7 +244,7 @@ def test_generated_dir_reads_as_clevr(tmp_path):
 
 def test_cli_generate_and_show(tmp_path, capsys):
     out = tmp_path / "gen"
-    argv = ["data", "generate", "--out", str(out), "--num", "2", "--size", "60x40"]
+    argv = ["data", "generate", "--out", str(out), "--num", "2", "--resolution", "40x60"]
     assert main([*argv, "--seed", "1", "--workers", "1"]) == 0
     assert "images/s" in capsys.readouterr().out
     assert (out / "images" / "train" / "CLEVR_train_000001.png").is_file()
@@ -260,12 +264,12 @@ def test_cli_show_errors(tmp_path, capsys):
     assert main(["data", "show", str(tmp_path / "empty"), "--out", str(tmp_path / "a.png")]) == 2
     assert "no PNG" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["data", "generate", "--out", str(tmp_path), "--size", "big"])
+        main(["data", "generate", "--out", str(tmp_path), "--resolution", "big"])
 
 
 def test_regenerating_replaces_the_split_and_object_range(tmp_path, capsys):
     out = tmp_path / "gen"
-    base = ["data", "generate", "--out", str(out), "--size", "48x32", "--workers", "1"]
+    base = ["data", "generate", "--out", str(out), "--resolution", "32x48", "--workers", "1"]
     assert main([*base, "--num", "3"]) == 0
     assert main([*base, "--num", "2", "--min-objects", "3", "--max-objects", "3"]) == 0
     names = sorted(p.name for p in (out / "images" / "train").iterdir())
@@ -277,3 +281,37 @@ def test_regenerating_replaces_the_split_and_object_range(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["data", "generate", "--out", str(tmp_path / "file"), "--num", "1"]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+# Exact outputs of the sampler and renderer (sha256 prefixes): a change here changes the data
+# every procedural dataset and every generated directory holds.
+PINNED = {
+    "scene0": "91df3525685ce80a",
+    "render0": "417d6ab35d624000",
+    "scene1": "d18ba21000639d03",
+    "render1": "031080644c7157c8",
+    "object_discovery": "9034560220e27cab",
+    "set_prediction": "cb99a3a13801e922",
+}
+
+
+def test_outputs_are_pinned():
+    got = {}
+    for i in (0, 1):
+        scene = procedural_scene(3, "train", i, image_size=(96, 64))
+        text = json.dumps(scene_to_json(scene), sort_keys=True)
+        got[f"scene{i}"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        got[f"render{i}"] = _digest(*render_scene(scene, 96, 64))
+    for task in ("object_discovery", "set_prediction"):
+        sample = ProceduralClevrDataset("val", task, num=3, seed=1, resolution=(32, 32))[2]
+        got[task] = _digest(*(sample[key] for key in sorted(sample)))
+    assert got == PINNED

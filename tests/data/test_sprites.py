@@ -121,7 +121,7 @@ def test_build_dataset_makes_sprites():
 
 
 def test_generate_sprites_dir_and_show(tmp_path):
-    root = generate_sprites_dir(tmp_path / "sprites", "train", num=5, seed=1, size=(40, 32))
+    root = generate_sprites_dir(tmp_path / "sprites", "train", num=5, seed=1, resolution=(32, 40))
     names = [f"SPRITES_train_{i:06d}.png" for i in range(5)]
     assert sorted(p.name for p in (root / "images" / "train").iterdir()) == names
     assert sorted(p.name for p in (root / "masks" / "train").iterdir()) == names

@@ -12,7 +12,7 @@ from PIL import Image
 
 from slotlab.data.preprocess import clevr_preprocess, clevr_target
 from slotlab.data.tfds_clevr import TFDSClevrDataset, read_tfds_clevr
-from slotlab.errors import DataError
+from slotlab.errors import ConfigError, DataError
 from slotlab.tf_formats.example import BytesList
 from slotlab.tf_formats.tfrecord import write_tfrecord
 
@@ -153,7 +153,7 @@ def test_written_data_dir(tmp_path):
         cache_dir=tmp_path / "c",
         progress=False,
         resolution=(16, 16),
-        crop_box=None,
+        crop=None,
     )
     assert od.num_objects.tolist() == [6, 2]
     assert od[1]["image"].shape == (3, 16, 16)
@@ -163,7 +163,7 @@ def test_written_data_dir(tmp_path):
         "set_prediction",
         cache_dir=tmp_path / "c",
         progress=False,
-        crop_box=None,
+        crop=None,
     )
     assert len(sp) == 5 and sp[3]["target"].shape == (10, 19)
     assert sp[3]["target"][:, 18].sum() == 10
@@ -196,7 +196,7 @@ def test_missing_and_bad_data_dirs(tmp_path):
     builder, _ = make_data_dir(tmp_path / "data")
     with pytest.raises(DataError, match="dataset_info.json: lists no split 'validation'"):
         list(read_tfds_clevr(tmp_path / "data", "validation"))
-    with pytest.raises(DataError, match="unknown TFDS CLEVR split 'dev'"):
+    with pytest.raises(ConfigError, match="unknown split 'dev'"):
         list(read_tfds_clevr(tmp_path / "data", "dev"))
     (builder / "clevr-train.tfrecord-00001-of-00002").unlink()
     with pytest.raises(DataError, match="clevr-train.tfrecord-00001-of-00002: shard 1 .*missing"):
@@ -227,4 +227,4 @@ def test_reference_dir_copy_with_default_cache(tmp_path):
     shutil.copytree(TFDS_DIR / "clevr", data / "clevr")
     ds = TFDSClevrDataset(data, "validation", progress=False)
     assert len(ds) == 2
-    assert list((data / "clevr" / "3.1.0" / ".slotlab-cache").glob("*.index.npy"))
+    assert list((data / "clevr" / "3.1.0" / ".slotlab-cache").glob("tfds-clevr-*/index.npy"))

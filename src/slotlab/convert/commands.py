@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from slotlab.tasks import TASKS, normalize_task
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'checkpoint' file, or a ckpt-N prefix) into a slotlab model directory.",
     )
     p.add_argument("path", help="checkpoint directory or ckpt-N prefix")
-    p.add_argument("--task", required=True, choices=["object_discovery", "set_prediction",
-                                                     "object-discovery", "set-prediction"])
+    p.add_argument("--task", required=True,
+                   choices=[*TASKS, *(t.replace("_", "-") for t in TASKS)])
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num-slots", type=int, default=None, help="override the official K")
     p.add_argument("--num-iterations", type=int, default=None)
@@ -28,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("num_slots", args.num_slots),
                                    ("num_iterations", args.num_iterations)) if v is not None}
-    model = load_tf_checkpoint(args.path, args.task, **overrides)
+    task = normalize_task(args.task)
+    model = load_tf_checkpoint(args.path, task, **overrides)
     out = save_pretrained(model, args.out, source=str(resolve_prefix(args.path)))
     n = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.path} ({args.task.replace('-', '_')}, {n:,} parameters) -> {out}")
+    print(f"converted {args.path} ({task}, {n:,} parameters) -> {out}")
     return 0

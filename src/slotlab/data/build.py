@@ -28,8 +28,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from slotlab.data.clevr import normalize_split, normalize_task
+from slotlab.data.options import SPLITS, normalize_split
 from slotlab.errors import ConfigError, DataError
+from slotlab.tasks import normalize_task
 
 NO_PATH_KINDS = ("procedural", "procedural-sprites")
 PATH_KINDS = (
@@ -165,9 +166,9 @@ def build_dataset(
         split: "train", "val" (alias "validation") or "test"; passed on as "train"/"val"/"test".
             tfds-clevr also takes "train_eval" and "train_all" (see `TFDSClevrDataset`). A folder
             has no splits and ignores it.
-        task: "object_discovery" or "set_prediction".
-        **options: passed to the dataset class (e.g. resolution=(128, 128), max_objects=6;
-            `variant=` for multi-dsprites).
+        task: "object_discovery" or "set_prediction" (dashes allowed).
+        **options: passed to the dataset class (e.g. resolution=(128, 128) as (height, width)
+            or one int, crop=None, max_objects=6; `variant=` for multi-dsprites).
     Returns:
         a torch Dataset whose items are `Sample` dicts (image [3, H, W] in [-1, 1], optional
         mask [H, W] int64, target [K, 19] for set prediction).
@@ -176,7 +177,7 @@ def build_dataset(
         that do not fit.
     """
     kind, path = parse_spec(spec)
-    split = split if split in EXTRA_SPLITS.get(kind, ()) else normalize_split(split)
+    split = normalize_split(split, (*SPLITS, *EXTRA_SPLITS.get(kind, ())))
     task = normalize_task(task)
     if path is not None and not path.exists():
         raise DataError(

@@ -22,8 +22,9 @@ error is far above the 1e-4 tolerance of the official fixtures: the cache is for
 throughput, not for bit-exact evaluation against the official pipeline (evaluate on the source
 spec for that). Masks and targets are stored exactly.
 
-Writes are atomic: everything goes to a hidden `.<split>.partial-<pid>-*` directory beside the
-final one, which is fsynced and renamed into place only after `meta.json` is written, so a write
+Writes are atomic (`slotlab.io.ShardWriter`): everything goes to a hidden
+`.<split>.partial-<pid>-*` directory beside the final one, which is fsynced and renamed into
+place only after `meta.json` is written, so a write
 that fails or is killed never leaves a cache that looks complete (a killed write's partial
 directory is removed by the next `write_cache` into the same OUT_DIR).
 """
@@ -33,9 +34,6 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import re
-import secrets
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -44,12 +42,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from slotlab.data.options import normalize_split, parse_resolution
 from slotlab.data.preprocess import TARGET_DIM, Sample, to_unit_range
 from slotlab.errors import ConfigError, DataError, SlotlabError
+from slotlab.io import META_FILE, NpyRows, ShardWriter
+from slotlab.tasks import normalize_task
 
 __all__ = [
     "CACHE_FORMAT",
@@ -63,14 +63,11 @@ __all__ = [
 
 CACHE_FORMAT = "slotlab-cache"
 CACHE_VERSION = 1
-META_FILE = "meta.json"
 DEFAULT_SHARD_SIZE = 4096  # items per shard: ~200 MB of images at 128x128
 WRITE_BATCH = 16  # items per worker round trip while writing
 QUANTIZATION = "uint8 = round((clamp(x, -1, 1) + 1) * 127.5); x = (uint8 / 255 - 0.5) * 2"
 SAMPLE_KEYS = ("image", "mask", "target")
 MAX_MASK_ID = np.iinfo(np.uint16).max
-_LEFTOVER = re.compile(r"^\.(?P<split>.+)\.(?:partial|old)-(?P<pid>\d+)-")
-_COPY_ROWS = 256  # rows per step when widening a mask shard to uint16
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,22 +101,6 @@ class _Failure:
 
     def __init__(self, error: SlotlabError) -> None:
         self.error = error
-
-
-def _check_split_name(split: str) -> str:
-    """A split name usable as a directory name; ConfigError otherwise."""
-    if split == "validation":
-        split = "val"
-    if (
-        not isinstance(split, str)
-        or not split
-        or split.startswith(".")
-        or "/" in split
-        or os.sep in split
-        or (os.altsep is not None and os.altsep in split)
-    ):
-        raise ConfigError(f"split name {split!r} cannot be a cache directory name")
-    return split
 
 
 class _Encoder(Dataset):
@@ -205,21 +186,6 @@ def _one_thread(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file or directory to disk (best effort on systems that cannot fsync a directory)."""
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() and hasattr(os, "O_DIRECTORY") else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class _Layout:
     """Shapes fixed by the first item; every later item must match them."""
 
@@ -252,89 +218,42 @@ def _hw(shape: Sequence[int]) -> str:
 
 
 class _Shard:
-    """One shard being written: memory-mapped .npy files of a known number of rows."""
+    """One shard being written: its .npy files of a cache, filled item by item."""
 
-    def __init__(self, folder: Path, index: int, rows: int, layout: _Layout) -> None:
-        self.folder = folder
+    def __init__(self, writer: ShardWriter, index: int, rows: int, layout: _Layout) -> None:
         self.rows = rows
         self.filled = 0
         self.names = {"images": f"images-{index:05d}.npy"}
-        self.images = open_memmap(
-            folder / self.names["images"], mode="w+", dtype=np.uint8, shape=(rows, *layout.image)
-        )
-        self.masks: np.memmap | None = None
-        self.mask_dtype = np.dtype(np.uint8)
+        self.images = writer.rows(self.names["images"], layout.image, np.uint8)
+        self.masks: NpyRows | None = None
         if layout.mask is not None:
             self.names["masks"] = f"masks-{index:05d}.npy"
-            self.masks = open_memmap(
-                folder / self.names["masks"], mode="w+", dtype=np.uint8, shape=(rows, *layout.mask)
-            )
-        self.targets: np.memmap | None = None
+            self.masks = writer.rows(self.names["masks"], layout.mask, np.uint8)
+        self.targets: NpyRows | None = None
         if layout.target is not None:
             self.names["targets"] = f"targets-{index:05d}.npy"
-            self.targets = open_memmap(
-                folder / self.names["targets"],
-                mode="w+",
-                dtype=np.float32,
-                shape=(rows, *layout.target),
-            )
+            self.targets = writer.rows(self.names["targets"], layout.target, np.float32)
 
     def put(self, item: Mapping[str, np.ndarray]) -> None:
-        row = self.filled
-        self.images[row] = item["image"]
+        self.images.append(item["image"])
         if self.masks is not None:
             mask = item["mask"]
-            if self.mask_dtype == np.uint8 and int(mask.max()) > 255:
-                self._widen_masks()
-            self.masks[row] = mask
+            if self.masks.dtype == np.uint8 and int(mask.max()) > 255:
+                self.masks.widen(np.uint16)  # an id above 255 arrived: keep the rows so far
+            self.masks.append(mask)
         if self.targets is not None:
-            self.targets[row] = item["target"]
+            self.targets.append(item["target"])
         self.filled += 1
 
-    def _widen_masks(self) -> None:
-        """Switch this shard's masks to uint16 (an id above 255 arrived), keeping the rows."""
-        assert self.masks is not None
-        path = self.folder / self.names["masks"]
-        wide_path = path.with_name(path.name + ".uint16")
-        wide = open_memmap(wide_path, mode="w+", dtype=np.uint16, shape=self.masks.shape)
-        for start in range(0, self.filled, _COPY_ROWS):
-            stop = min(start + _COPY_ROWS, self.filled)
-            wide[start:stop] = self.masks[start:stop]
-        del self.masks
-        os.replace(wide_path, path)
-        self.masks = wide
-        self.mask_dtype = np.dtype(np.uint16)
-
     def close(self) -> dict[str, Any]:
-        """Flush the files to disk; return this shard's entry of meta.json."""
-        for array in (self.images, self.masks, self.targets):
-            if array is not None:
-                array.flush()
-        self.images = self.masks = self.targets = None  # type: ignore[assignment]
-        for name in self.names.values():
-            _fsync(self.folder / name)
-        entry: dict[str, Any] = {"count": self.rows, **self.names}
-        if "masks" in self.names:
-            entry["mask_dtype"] = self.mask_dtype.name
+        """Finish the files; return this shard's entry of meta.json."""
+        for rows in (self.images, self.masks, self.targets):
+            if rows is not None:
+                rows.close()
+        entry: dict[str, Any] = {"count": self.filled, **self.names}
+        if self.masks is not None:
+            entry["mask_dtype"] = self.masks.dtype.name
         return entry
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _remove_stale_partials(out_dir: Path, split: str) -> None:
-    """Delete `.<split>.partial|old-<pid>-*` directories of writers that are no longer running."""
-    for entry in out_dir.iterdir():
-        match = _LEFTOVER.match(entry.name)
-        if match and match["split"] == split and not _pid_alive(int(match["pid"])):
-            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -393,9 +312,8 @@ def write_cache(
     """
     from slotlab import __version__
     from slotlab.data.build import default_num_workers
-    from slotlab.data.clevr import normalize_task
 
-    split = _check_split_name(split)
+    split = normalize_split(split, None)
     task = normalize_task(task)
     try:
         available = len(dataset)  # type: ignore[arg-type]
@@ -415,14 +333,11 @@ def write_cache(
     out_dir = Path(out_dir).expanduser()
     final = out_dir / split
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(out_dir, split)
         if final.exists() and not overwrite:
             raise DataError(
                 f"cache {final} already exists; pass overwrite (--overwrite) to replace it"
             )
-        tmp = out_dir / f".{split}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp.mkdir()  # (unlike mkdtemp) with the umask's permissions, as the final directory
+        writer = ShardWriter(final)
     except OSError as exc:
         raise DataError(f"cannot write a cache in {out_dir} ({exc.strerror or exc})") from None
 
@@ -458,7 +373,7 @@ def write_cache(
                     layout.check(index, item)
                     if shard is None:
                         rows = min(shard_size, count - index)
-                        shard = _Shard(tmp, len(shards), rows, layout)
+                        shard = _Shard(writer, len(shards), rows, layout)
                     shard.put(item)
                     index += 1
                     if shard.filled == shard.rows:
@@ -493,12 +408,7 @@ def write_cache(
             "options": {"num": num, "workers": workers, "shard_size": shard_size},
             "seconds": round(time.time() - started, 3),
         }
-        with open(tmp / META_FILE, "w") as f:  # last: its presence marks a finished cache
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync(tmp)
-        _publish(tmp, final, overwrite)
+        writer.commit(meta, if_exists="replace" if overwrite else "error")
     except BaseException as exc:
         shard = None
         # Stop the workers now: the traceback of an error raised by a worker holds the loader's
@@ -507,25 +417,11 @@ def write_cache(
         stop_workers = getattr(batches, "_shutdown_workers", None)
         if stop_workers is not None:
             stop_workers()
-        shutil.rmtree(tmp, ignore_errors=True)
+        writer.abort()
         if isinstance(exc, OSError):
             raise DataError(f"writing the cache {final} failed ({exc.strerror or exc})") from None
         raise
     return final
-
-
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Rename the finished `tmp` directory to `final` (moving an old `final` aside first)."""
-    old: Path | None = None
-    if final.exists():
-        if not overwrite:
-            raise DataError(f"cache {final} appeared while writing; not replacing it")
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{int(time.time() * 1e6)}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,7 +434,7 @@ def read_cache_meta(path: str | os.PathLike[str], split: str = "train") -> dict[
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"cache directory {root} does not exist")
-    split = _check_split_name(split)
+    split = normalize_split(split, None)
     folder = root / split
     if not folder.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -583,16 +479,6 @@ def read_cache_meta(path: str | os.PathLike[str], split: str = "train") -> dict[
     return meta
 
 
-def _normalize_resolution(value: Any) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value, value]
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"resolution must be (height, width) or one int, got {value!r}") from None
-    return [h, w]
-
-
 class CacheDataset(Dataset):
     """A cache written by `write_cache` / `slotlab data cache`, as `Sample` dicts.
 
@@ -627,12 +513,10 @@ class CacheDataset(Dataset):
         num: int | None = None,
         **source_options: Any,
     ) -> None:
-        from slotlab.data.clevr import normalize_task
-
         self.root = Path(path).expanduser()
         self.task = normalize_task(task)
         self.meta = read_cache_meta(self.root, split)
-        self.split = _check_split_name(split)
+        self.split = normalize_split(split, None)
         self.folder = self.root / self.split
         self.as_uint8 = bool(as_uint8)
         meta_path = self.folder / META_FILE
@@ -650,8 +534,8 @@ class CacheDataset(Dataset):
         if self.task == "set_prediction" and "targets" not in self.meta["fields"]:
             raise DataError(f"{meta_path} is a set-prediction cache without targets")
         self.resolution = tuple(int(v) for v in self.meta["resolution"])
-        if resolution is not None and tuple(_normalize_resolution(resolution)) != self.resolution:
-            want = _normalize_resolution(resolution)
+        if resolution is not None and parse_resolution(resolution) != self.resolution:
+            want = parse_resolution(resolution)
             raise DataError(
                 f"{meta_path}: the cache holds {_hw(self.resolution)} images but resolution "
                 f"{_hw(want)} was asked for; rebuild it with --resolution {want[0]}x{want[1]}"

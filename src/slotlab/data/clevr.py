@@ -24,28 +24,27 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from slotlab.data.clevr_vocab import COLORS, MATERIALS, SHAPES, SIZES
 from slotlab.data.io import read_id_mask, read_image, read_json
+from slotlab.data.options import (
+    CropOption,
+    check_crop_fits,
+    normalize_split,
+    parse_crop,
+    parse_resolution,
+)
 from slotlab.data.preprocess import (
-    COLORS,
-    MATERIALS,
     OFFICIAL_MAX_OBJECTS,
     OFFICIAL_RESOLUTION,
-    SHAPES,
-    SIZES,
     Sample,
-    check_task,
     clevr_preprocess,
     clevr_target,
-    crop,
     default_crop,
     resize_mask,
 )
+from slotlab.data.preprocess import crop as crop_tensor
 from slotlab.errors import ConfigError, DataError
-
-SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"validation": "val"}
-
-CropOption = str | tuple[int, int, int, int] | None
+from slotlab.tasks import normalize_task
 
 # Attribute name -> vocabulary, in the column order of `_ParsedScenes.labels`.
 _LABEL_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -54,24 +53,6 @@ _LABEL_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shape", SHAPES),
     ("color", COLORS),
 )
-
-
-def normalize_split(split: str) -> str:
-    """train | val | validation | test -> the CLEVR directory name; ConfigError otherwise."""
-    name = SPLIT_ALIASES.get(split, split)
-    if name not in SPLITS:
-        raise ConfigError(
-            f"unknown split {split!r}; expected one of train, val (or validation), test"
-        )
-    return name
-
-
-def normalize_task(task: str) -> str:
-    """`check_task` with a ConfigError instead of a ValueError."""
-    try:
-        return check_task(task)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
 
 
 def clevr_image_name(split: str, index: int) -> str:
@@ -222,7 +203,7 @@ class ClevrDataset(Dataset):
         root: the CLEVR_v1.0 directory (holding images/ and scenes/).
         split: "train", "val" (alias "validation") or "test".
         task: "object_discovery" or "set_prediction" (chooses the official pipeline).
-        resolution: output (H, W); the official value is (128, 128).
+        resolution: output (H, W) or one int; the official value is (128, 128).
         max_objects: keep scenes with at most this many objects; None = official (6 for object
             discovery, 10 for set prediction; no filtering on test, which has no scenes). For set
             prediction it is also the number of target rows.
@@ -247,8 +228,8 @@ class ClevrDataset(Dataset):
         self.root = Path(root).expanduser()
         self.split = normalize_split(split)
         self.task = normalize_task(task)
-        self.resolution = check_resolution(resolution)
-        self.crop_box = _check_crop(crop, self.task)
+        self.resolution = parse_resolution(resolution)
+        self.crop = parse_crop(crop, {"official": default_crop(self.task)})
         if not self.root.is_dir():
             raise DataError(f"CLEVR directory {self.root} does not exist")
 
@@ -339,10 +320,8 @@ class ClevrDataset(Dataset):
         item = item % len(self)
         path = self.image_paths[item]
         pixels = read_image(path)
-        check_crop_fits(self.crop_box, pixels.shape[:2], path)
-        sample: Sample = {
-            "image": clevr_preprocess(pixels, self.task, self.resolution, self.crop_box)
-        }
+        check_crop_fits(self.crop, pixels.shape[:2], f"image file {path}")
+        sample: Sample = {"image": clevr_preprocess(pixels, self.task, self.resolution, self.crop)}
         if self.mask_paths is not None:
             sample["mask"] = self._read_mask(item, pixels.shape[:2])
         if self.task == "set_prediction":
@@ -367,7 +346,7 @@ class ClevrDataset(Dataset):
                 f"{count} objects"
             )
         mask = torch.from_numpy(ids.astype(np.int64))
-        return resize_mask(crop(mask, self.crop_box), self.resolution)
+        return resize_mask(crop_tensor(mask, self.crop), self.resolution)
 
     def __repr__(self) -> str:
         return (
@@ -375,46 +354,3 @@ class ClevrDataset(Dataset):
             f"items={len(self)}, max_objects={self.max_objects}, masks={self.has_masks})"
         )
 
-
-def check_resolution(resolution: Any) -> tuple[int, int]:
-    """(H, W) of positive ints, else ConfigError."""
-    try:
-        h, w = (int(v) for v in resolution)
-    except (TypeError, ValueError):
-        raise ConfigError(f"resolution must be (height, width), got {resolution!r}") from None
-    if h < 1 or w < 1:
-        raise ConfigError(f"resolution must be positive, got {resolution!r}")
-    return h, w
-
-
-def parse_crop_box(option: Any) -> tuple[int, int, int, int]:
-    """A crop box (r0, r1, c0, c1) with 0 <= r0 < r1 and 0 <= c0 < c1, else ConfigError."""
-    try:
-        box = tuple(int(v) for v in option)
-    except (TypeError, ValueError):
-        box = ()
-    if len(box) != 4 or not (0 <= box[0] < box[1] and 0 <= box[2] < box[3]):
-        raise ConfigError(f"crop box must be (r0, r1, c0, c1) with r0 < r1, c0 < c1; got {option}")
-    return box  # type: ignore[return-value]
-
-
-def _check_crop(option: CropOption, task: str) -> tuple[int, int, int, int] | None:
-    """Crop option 'official' | None | (r0, r1, c0, c1) -> the box to apply (None = no crop)."""
-    if option == "official":
-        return default_crop(task)
-    if option is None:
-        return None
-    if isinstance(option, str):
-        raise ConfigError(f"crop must be 'official', None or (r0, r1, c0, c1), got {option!r}")
-    return parse_crop_box(option)
-
-
-def check_crop_fits(
-    box: tuple[int, int, int, int] | None, shape: tuple[int, ...], path: Path
-) -> None:
-    """DataError naming `path` if crop `box` does not fit an image of `shape` (H, W)."""
-    if box is not None and (box[1] > shape[0] or box[3] > shape[1]):
-        raise DataError(
-            f"image file {path} is {shape[1]}x{shape[0]} (width x height), too small for the "
-            f"crop rows {box[0]}:{box[1]}, cols {box[2]}:{box[3]}"
-        )

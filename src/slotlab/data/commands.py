@@ -1,6 +1,6 @@
 """`slotlab data ...` subcommands: procedural data on disk, a contact sheet, and data caches.
 
-    slotlab data generate --out DIR [--split train] [--num N] [--seed S] [--size WxH]
+    slotlab data generate --out DIR [--split train] [--num N] [--seed S] [--resolution HxW]
                           [--style clevr|sprites] [--workers W]
     slotlab data show DIR [--split train] --out sheet.png [--num 16]
     slotlab data cache SPEC --out DIR [--split train] [--task object_discovery|set_prediction]
@@ -10,6 +10,9 @@
 `show` tiles images with their instance masks (as colour segmentations) beside them;
 `cache` preprocesses any dataset spec once into memory-mappable shards (read back with the spec
 `cache:DIR`, see `slotlab.data.cache`) and prints images/s.
+
+A --resolution is height first, as everywhere in slotlab: N means N x N and HEIGHTxWIDTH means
+HEIGHT rows and WIDTH columns, so CLEVR's 480-wide, 320-high frame is 320x480.
 """
 
 from __future__ import annotations
@@ -23,28 +26,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from slotlab.data.options import normalize_split, parse_resolution
 from slotlab.errors import ConfigError, DataError
+from slotlab.tasks import TASKS, normalize_task
 
 STYLES = ("clevr", "sprites")
-DEFAULT_SIZE = {"clevr": (480, 320), "sprites": (64, 64)}
+DEFAULT_RESOLUTION = {"clevr": (320, 480), "sprites": (64, 64)}  # (height, width)
 DEFAULT_OBJECTS = {"clevr": (3, 10), "sprites": (2, 6)}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TILE_HEIGHT = 160  # pixels of one image in the contact sheet
 SHEET_COLUMNS = 4  # image/mask pairs per row
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'480x320' -> (480, 320) (width, height); argparse error otherwise."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"size must be WIDTHxHEIGHT, e.g. 480x320, got {text!r}"
-        ) from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return width, height
 
 
 def _positive_int(text: str) -> int:
@@ -67,20 +58,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'64' -> (64, 64); '64x96' -> (64, 96) (height x width); argparse error otherwise."""
-    parts = text.lower().replace("*", "x").replace(",", "x").split("x")
+def _resolution(text: str) -> tuple[int, int]:
+    """argparse type of --resolution: `parse_resolution`, its error as a usage error."""
     try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"resolution must be a positive N or HEIGHTxWIDTH, e.g. 64 or 128x128, got {text!r}"
-        )
-    return values[0], values[1]
+        return parse_resolution(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,10 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--num", type=_positive_int, default=1000, help="images (default: 1000)")
     gen.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     gen.add_argument(
-        "--size",
-        type=parse_size,
+        "--resolution",
+        type=_resolution,
         default=None,
-        help="WIDTHxHEIGHT (default: 480x320 for clevr, 64x64 for sprites)",
+        help="N or HEIGHTxWIDTH, height first (default: 320x480 for clevr, 64 for sprites)",
     )
     gen.add_argument("--style", choices=STYLES, default="clevr", help="scene style")
     gen.add_argument(
@@ -148,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cache.add_argument(
         "--task",
         default="object_discovery",
-        choices=("object_discovery", "set_prediction", "object-discovery", "set-prediction"),
+        choices=(*TASKS, *(t.replace("_", "-") for t in TASKS)),
         help="task whose preprocessing the cache holds (default: object_discovery)",
     )
     cache.add_argument(
@@ -156,9 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cache.add_argument(
         "--resolution",
-        type=parse_resolution,
+        type=_resolution,
         default=None,
-        help="N or HEIGHTxWIDTH passed to the dataset (default: the dataset's own)",
+        help="N or HEIGHTxWIDTH (height first) passed to the dataset (default: its own)",
     )
     cache.add_argument(
         "--workers",
@@ -177,8 +160,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     """`slotlab data generate`: render, write, report the throughput."""
-    size = args.size or DEFAULT_SIZE[args.style]
-    split = {"validation": "val"}.get(args.split, args.split)  # CLEVR's folder name
+    resolution = args.resolution or DEFAULT_RESOLUTION[args.style]
+    split = normalize_split(args.split, None)  # a folder name; "validation" is CLEVR's "val"
     low, high = DEFAULT_OBJECTS[args.style]
     low = args.min_objects or low
     high = args.max_objects or max(high, low)
@@ -193,7 +176,7 @@ def run_generate(args: argparse.Namespace) -> int:
             split,
             args.num,
             args.seed,
-            size,
+            resolution,
             workers=args.workers,
             min_objects=low,
             max_objects=high,
@@ -207,14 +190,15 @@ def run_generate(args: argparse.Namespace) -> int:
             split,
             args.num,
             args.seed,
-            size,
+            resolution,
             workers=args.workers,
             min_objects=low,
             max_objects=high,
         )
     seconds = time.perf_counter() - start
     print(
-        f"wrote {args.num} {args.style} images ({size[0]}x{size[1]}) of split {split!r} "
+        f"wrote {args.num} {args.style} images ({resolution[0]}x{resolution[1]}, height x "
+        f"width) of split {split!r} "
         f"to {root} in {seconds:.1f} s: {args.num / max(seconds, 1e-9):.1f} images/s"
     )
     return 0
@@ -226,7 +210,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from slotlab.data.cache import DEFAULT_SHARD_SIZE, read_cache_meta, write_cache
 
     options = {} if args.resolution is None else {"resolution": args.resolution}
-    task = args.task.replace("-", "_")
+    task = normalize_task(args.task)
     build_options = dict(options)
     if args.num and args.spec in NO_PATH_KINDS:  # generated data: as many items as asked for
         build_options["num"] = args.num

@@ -12,27 +12,26 @@ A folder without an `images/` subfolder but with image files directly inside it 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from slotlab.data.clevr import check_crop_fits, check_resolution, normalize_task, parse_crop_box
 from slotlab.data.io import read_id_mask, read_image
+from slotlab.data.options import Box, CropOption, check_crop_fits, parse_crop, parse_resolution
 from slotlab.data.preprocess import (
     OFFICIAL_RESOLUTION,
     Sample,
-    crop,
     resize_image,
     resize_mask,
     to_unit_range,
 )
-from slotlab.errors import ConfigError, DataError
+from slotlab.data.preprocess import crop as crop_tensor
+from slotlab.errors import DataError
+from slotlab.tasks import normalize_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-CropOption = str | tuple[int, int, int, int] | None
+CENTER = "center"
 
 
 def _list_image_files(directory: Path) -> list[Path]:
@@ -47,7 +46,7 @@ def _list_image_files(directory: Path) -> list[Path]:
     )
 
 
-def center_square(height: int, width: int) -> tuple[int, int, int, int]:
+def center_square(height: int, width: int) -> Box:
     """The largest centred square (r0, r1, c0, c1) of an image of height x width."""
     side = min(height, width)
     r0 = (height - side) // 2
@@ -61,7 +60,8 @@ class ImageFolderDataset(Dataset):
     Args:
         root: the folder (see the module docstring for the layout).
         task: only "object_discovery" (a folder has no set-prediction targets).
-        resolution: output (H, W); images are resized to it bilinearly (masks nearest).
+        resolution: output (H, W) or one int; images are resized to it bilinearly (masks
+            nearest).
         crop: None (resize the whole image), "center" (the largest centred square, per image) or
             a box (r0, r1, c0, c1) in source pixels applied to every image.
 
@@ -84,8 +84,8 @@ class ImageFolderDataset(Dataset):
                 f"image folder {self.root} has no set-prediction targets; use task "
                 f"object_discovery, or CLEVR / TFDS CLEVR data for set prediction"
             )
-        self.resolution = check_resolution(resolution)
-        self.crop = _check_folder_crop(crop)
+        self.resolution = parse_resolution(resolution)
+        self.crop = parse_crop(crop, {"center": CENTER, "centre": CENTER})
         if not self.root.is_dir():
             raise DataError(f"image folder {self.root} does not exist")
 
@@ -134,12 +134,12 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_paths)
 
-    def _box(self, height: int, width: int, path: Path) -> tuple[int, int, int, int] | None:
+    def _box(self, height: int, width: int, path: Path) -> Box | None:
         if self.crop is None:
             return None
-        if self.crop == "center":
+        if self.crop == CENTER:
             return center_square(height, width)
-        check_crop_fits(self.crop, (height, width), path)
+        check_crop_fits(self.crop, (height, width), f"image file {path}")
         return self.crop  # type: ignore[return-value]
 
     def __getitem__(self, item: int) -> Sample:
@@ -150,7 +150,7 @@ class ImageFolderDataset(Dataset):
         pixels = read_image(path)
         height, width = pixels.shape[:2]
         box = self._box(height, width, path)
-        image = resize_image(crop(to_unit_range(pixels), box), self.resolution)
+        image = resize_image(crop_tensor(to_unit_range(pixels), box), self.resolution)
         sample: Sample = {"image": image.clamp(-1.0, 1.0)}
         if self.mask_paths is not None:
             mask_path = self.mask_paths[item]
@@ -161,7 +161,7 @@ class ImageFolderDataset(Dataset):
                     f"{path.name} is {width}x{height} (width x height)"
                 )
             mask = torch.from_numpy(ids.astype(np.int64))
-            sample["mask"] = resize_mask(crop(mask, box), self.resolution)
+            sample["mask"] = resize_mask(crop_tensor(mask, box), self.resolution)
         return sample
 
     def __repr__(self) -> str:
@@ -170,13 +170,3 @@ class ImageFolderDataset(Dataset):
             f"masks={self.has_masks}, crop={self.crop!r})"
         )
 
-
-def _check_folder_crop(option: Any) -> str | tuple[int, int, int, int] | None:
-    """None | "center" | (r0, r1, c0, c1) -> validated option; ConfigError otherwise."""
-    if option is None:
-        return None
-    if isinstance(option, str):
-        if option.lower() in ("center", "centre"):
-            return "center"
-        raise ConfigError(f"crop must be None, 'center' or (r0, r1, c0, c1), got {option!r}")
-    return parse_crop_box(option)

@@ -34,27 +34,34 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from slotlab.data.options import (
+    Box,
+    CropOption,
+    check_crop_fits,
+    normalize_split,
+    parse_crop,
+    parse_resolution,
+)
 from slotlab.data.preprocess import (
     OFFICIAL_CROP,
-    check_task,
-    crop,
     resize_image,
     resize_mask,
     to_unit_range,
 )
+from slotlab.data.preprocess import crop as crop_tensor
 from slotlab.errors import ConfigError, DataError
+from slotlab.io import META_FILE, ShardWriter, cache_dir_in
+from slotlab.tasks import normalize_task
 from slotlab.tf_formats.example import BytesList, parse_example
 from slotlab.tf_formats.tfrecord import iter_records
 
@@ -88,7 +95,7 @@ class MultiObjectSpec:
     features: tuple[tuple[str, str, tuple[int, ...]], ...]
     mask_entity_last: bool = False
     first_object: int = 1
-    default_crop: tuple[int, int, int, int] | None = None
+    default_crop: Box | None = None
     default_resolution: tuple[int, int] | None = None
     default_max_objects: int | None = None
     splits: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
@@ -363,57 +370,9 @@ def instance_ids(mask: np.ndarray) -> np.ndarray:
 # Cache
 # --------------------------------------------------------------------------------------------
 
-_NPY_HEADER = 128  # bytes reserved for the .npy header so it can be rewritten in place
-
-
-class _NpyWriter:
-    """Append rows of a fixed shape to a .npy file whose length is known only at the end."""
-
-    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path = path
-        self.row_shape = row_shape
-        self.dtype = np.dtype(dtype)
-        self.rows = 0
-        self.f: BinaryIO = open(path, "wb")
-        self.f.write(b" " * _NPY_HEADER)
-
-    def append(self, row: np.ndarray) -> None:
-        if row.shape != self.row_shape:
-            raise ValueError(f"row of shape {row.shape}, expected {self.row_shape}")
-        self.f.write(np.ascontiguousarray(row, dtype=self.dtype).tobytes())
-        self.rows += 1
-
-    def close(self) -> None:
-        shape = (self.rows, *self.row_shape)
-        header = repr(
-            {"descr": self.dtype.descr[0][1], "fortran_order": False, "shape": shape}
-        ).encode("latin1")
-        prefix = b"\x93NUMPY\x01\x00"
-        size = _NPY_HEADER - len(prefix) - 2
-        if len(header) + 1 > size:
-            raise ValueError("npy header does not fit")  # cannot happen for our shapes
-        header = header + b" " * (size - len(header) - 1) + b"\n"
-        self.f.seek(0)
-        self.f.write(prefix + size.to_bytes(2, "little") + header)
-        self.f.close()
-
-
-def _writable_dir(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
-            pass
-        return True
-    except OSError:
-        return False
-
-
 def default_cache_dir(path: Path) -> Path:
     """`.slotlab-cache` next to the data file, or `~/.cache/slotlab` if that is not writable."""
-    beside = path.resolve().parent / ".slotlab-cache"
-    if _writable_dir(beside):
-        return beside
-    return Path.home() / ".cache" / "slotlab"
+    return cache_dir_in(path.resolve().parent)
 
 
 class MultiObjectDataset(Dataset):
@@ -423,7 +382,7 @@ class MultiObjectDataset(Dataset):
         image  float32 [3, H, W] in [-1, 1]  (binarized Multi-dSprites: the one channel x3)
         mask   int64 [H, W] instance ids: 0 = entity 0 (the background), i = entity i
 
-    Defaults per dataset (resolution=None, crop_box="official", max_objects=None mean these):
+    Defaults per dataset (resolution=None, crop="official", max_objects=None mean these):
       - clevr_with_masks -> CLEVR6: crop rows 29:221, cols 64:256 (OFFICIAL_CROP, the official
         object-discovery crop), bilinear resize to 128x128, and keep scenes with at most 6
         visible objects, counting entities 1..10 with visibility > 0 (entity 0, the background,
@@ -460,7 +419,7 @@ class MultiObjectDataset(Dataset):
         max_objects: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         *,
-        crop_box: tuple[int, int, int, int] | None | str = "official",
+        crop: CropOption = "official",
         split_ranges: Mapping[str, tuple[int, int | None]] | None = None,
         progress: bool = True,
         verify_crc: bool = True,
@@ -473,7 +432,7 @@ class MultiObjectDataset(Dataset):
             if name
             else multi_object_spec(infer_multi_object_name(self.path))
         )
-        self.task = check_task(task)
+        self.task = normalize_task(task)
         if self.task != "object_discovery":
             raise DataError(
                 f"{self.path}: task {self.task!r} is not supported on {self.spec.name}; its "
@@ -481,42 +440,29 @@ class MultiObjectDataset(Dataset):
             )
         ranges = dict(self.spec.splits)
         ranges.update(split_ranges or {})
-        if split == "validation" and split not in ranges:
-            split = "val"
-        if split not in ranges:
-            raise DataError(
-                f"{self.path}: unknown split {split!r}; known splits are {', '.join(ranges)}"
-            )
+        split = normalize_split(split, tuple(ranges))
         self.split = split
         self.start, self.stop = ranges[split]
         if self.start < 0 or (self.stop is not None and self.stop <= self.start):
             raise DataError(f"{self.path}: split {split!r} has an empty range {ranges[split]}")
-        self.crop_box = self.spec.default_crop if crop_box == "official" else crop_box
-        if isinstance(self.crop_box, str):
-            raise ConfigError(f"crop_box must be 'official', None or a 4-tuple, got {crop_box!r}")
-        if self.crop_box is not None:
-            r0, r1, c0, c1 = self.crop_box
-            if not (0 <= r0 < r1 <= self.spec.height and 0 <= c0 < c1 <= self.spec.width):
-                raise ConfigError(
-                    f"crop box {self.crop_box} does not fit the {self.spec.height}x"
-                    f"{self.spec.width} images of {self.spec.name}"
-                )
+        self.crop = parse_crop(crop, {"official": self.spec.default_crop})
+        check_crop_fits(
+            self.crop, (self.spec.height, self.spec.width), f"every image of {self.spec.name}",
+            ConfigError,
+        )
         if resolution is None:
             resolution = self.spec.default_resolution
         if resolution is None:
-            if self.crop_box is None:
+            if self.crop is None:
                 resolution = (self.spec.height, self.spec.width)
             else:
-                resolution = (
-                    self.crop_box[1] - self.crop_box[0],
-                    self.crop_box[3] - self.crop_box[2],
-                )
-        self.resolution = (int(resolution[0]), int(resolution[1]))
+                resolution = (self.crop[1] - self.crop[0], self.crop[3] - self.crop[2])
+        self.resolution = parse_resolution(resolution)
         self.max_objects = self.spec.default_max_objects if max_objects is None else max_objects
         self.verify_crc = verify_crc
         self.cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir(self.path)
         self.cache_path = self.cache_root / self._cache_name()
-        if not (self.cache_path / "meta.json").is_file():
+        if not (self.cache_path / META_FILE).is_file():
             self._build_cache(progress)
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
@@ -534,7 +480,7 @@ class MultiObjectDataset(Dataset):
             "name": self.spec.name,
             "range": [self.start, self.stop],
             "resolution": list(self.resolution),
-            "crop": list(self.crop_box) if self.crop_box else None,
+            "crop": list(self.crop) if self.crop else None,
             "max_objects": self.max_objects,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -546,98 +492,83 @@ class MultiObjectDataset(Dataset):
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
         ids = torch.from_numpy(instance_ids(example["mask"]))
-        image = crop(image, self.crop_box)
-        ids = crop(ids, self.crop_box)
+        image = crop_tensor(image, self.crop)
+        ids = crop_tensor(ids, self.crop)
         image = resize_image(image, self.resolution).round().clamp(0, 255).to(torch.uint8)
         ids = resize_mask(ids, self.resolution)
         return image.permute(1, 2, 0).numpy(), ids.numpy()
 
     def _build_cache(self, progress: bool) -> None:
         try:
-            self.cache_root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{self.cache_path.name}.", dir=self.cache_root))
+            writer = ShardWriter(self.cache_path)
         except OSError as exc:
             raise DataError(
                 f"{self.cache_root}: cannot create the dataset cache here ({exc.strerror or exc})"
             ) from None
         h, w = self.resolution
-        writers: list[_NpyWriter] = []
         try:
-            images = _NpyWriter(tmp / "images.npy", (h, w, 3), np.uint8)
-            writers.append(images)
-            masks = _NpyWriter(tmp / "masks.npy", (h, w), np.uint8)
-            writers.append(masks)
-            records: list[int] = []
-            counts: list[int] = []
-            seen = 0
-            total = None if self.stop is None else self.stop - self.start
-            bar = tqdm(
-                total=total,
-                desc=f"caching {self.spec.name} {self.split}",
-                unit="rec",
-                disable=not progress,
-            )
-            with bar:
-                for example in read_multi_object_tfrecord(
-                    self.path,
-                    self.spec.name,
-                    start=self.start,
-                    stop=self.stop,
-                    verify_crc=self.verify_crc,
-                ):
-                    index = self.start + seen
-                    seen += 1
-                    bar.update(1)
-                    n = count_objects(example, self.spec)
-                    if self.max_objects is not None and n > self.max_objects:
-                        continue
-                    image, ids = self._preprocess(example)
-                    images.append(image)
-                    masks.append(ids)
-                    records.append(index)
-                    counts.append(n)
-            images.close()
-            masks.close()
-            if seen == 0:
-                raise DataError(
-                    f"{self.path}: split {self.split!r} (records {self.start}:{self.stop}) is "
-                    f"empty because the file has at most {self.start} records; pass split_ranges="
+            with writer:
+                images = writer.rows("images.npy", (h, w, 3), np.uint8)
+                masks = writer.rows("masks.npy", (h, w), np.uint8)
+                records: list[int] = []
+                counts: list[int] = []
+                seen = 0
+                total = None if self.stop is None else self.stop - self.start
+                bar = tqdm(
+                    total=total,
+                    desc=f"caching {self.spec.name} {self.split}",
+                    unit="rec",
+                    disable=not progress,
                 )
-            if not records:
-                raise DataError(
-                    f"{self.path}: none of the {seen} records of split {self.split!r} has at most "
-                    f"{self.max_objects} objects"
-                )
-            np.save(tmp / "records.npy", np.asarray(records, dtype=np.int64))
-            np.save(tmp / "num_objects.npy", np.asarray(counts, dtype=np.int64))
-            meta = {
-                "version": CACHE_VERSION,
-                "file": str(self.path.resolve()),
-                "name": self.spec.name,
-                "split": self.split,
-                "range": [self.start, self.stop],
-                "records_read": seen,
-                "items": len(records),
-                "resolution": list(self.resolution),
-                "crop": list(self.crop_box) if self.crop_box else None,
-                "max_objects": self.max_objects,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            try:
-                os.replace(tmp, self.cache_path)
-            except OSError:
-                if not (self.cache_path / "meta.json").is_file():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
-        except BaseException as exc:
-            for writer in writers:
-                writer.f.close()
-            shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(exc, OSError):
-                raise DataError(
-                    f"{self.cache_root}: writing the dataset cache failed ({exc.strerror or exc})"
-                ) from None
-            raise
+                with bar:
+                    for example in read_multi_object_tfrecord(
+                        self.path,
+                        self.spec.name,
+                        start=self.start,
+                        stop=self.stop,
+                        verify_crc=self.verify_crc,
+                    ):
+                        index = self.start + seen
+                        seen += 1
+                        bar.update(1)
+                        n = count_objects(example, self.spec)
+                        if self.max_objects is not None and n > self.max_objects:
+                            continue
+                        image, ids = self._preprocess(example)
+                        images.append(image)
+                        masks.append(ids)
+                        records.append(index)
+                        counts.append(n)
+                if seen == 0:
+                    raise DataError(
+                        f"{self.path}: split {self.split!r} (records {self.start}:{self.stop}) "
+                        f"is empty because the file has at most {self.start} records; pass "
+                        "split_ranges="
+                    )
+                if not records:
+                    raise DataError(
+                        f"{self.path}: none of the {seen} records of split {self.split!r} has at "
+                        f"most {self.max_objects} objects"
+                    )
+                writer.save("records.npy", np.asarray(records, dtype=np.int64))
+                writer.save("num_objects.npy", np.asarray(counts, dtype=np.int64))
+                meta = {
+                    "version": CACHE_VERSION,
+                    "file": str(self.path.resolve()),
+                    "name": self.spec.name,
+                    "split": self.split,
+                    "range": [self.start, self.stop],
+                    "records_read": seen,
+                    "items": len(records),
+                    "resolution": list(self.resolution),
+                    "crop": list(self.crop) if self.crop else None,
+                    "max_objects": self.max_objects,
+                }
+                writer.commit(meta, if_exists="keep")  # another process may have finished first
+        except OSError as exc:
+            raise DataError(
+                f"{self.cache_root}: writing the dataset cache failed ({exc.strerror or exc})"
+            ) from None
 
     def _open(self) -> None:
         try:

@@ -27,15 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slotlab.data.clevr_vocab import COLORS, MATERIALS, SHAPES, SIZES
+from slotlab.data.options import Box, CropOption, parse_crop
 from slotlab.errors import DataError
+from slotlab.tasks import normalize_task
 
-TASKS = ("object_discovery", "set_prediction")
-
-# Class-label order of TFDS `clevr` (the order the official one-hot targets use).
-SIZES = ("small", "large")
-MATERIALS = ("rubber", "metal")
-SHAPES = ("cube", "sphere", "cylinder")
-COLORS = ("gray", "blue", "brown", "yellow", "red", "green", "purple", "cyan")
 TARGET_DIM = 19  # 3 coords + 2 size + 2 material + 3 shape + 8 colour + 1 objectness
 
 OFFICIAL_RESOLUTION = (128, 128)
@@ -49,14 +45,6 @@ class Sample(TypedDict, total=False):
     image: torch.Tensor
     mask: torch.Tensor
     target: torch.Tensor
-
-
-def check_task(task: str) -> str:
-    """Return `task` if it is one of TASKS, else raise a clear error (accepts dashes)."""
-    task = task.replace("-", "_")
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    return task
 
 
 def to_unit_range(image_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -96,7 +84,7 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[0, 0].round().to(mask.dtype)
 
 
-def crop(x: torch.Tensor, box: tuple[int, int, int, int] | None) -> torch.Tensor:
+def crop(x: torch.Tensor, box: Box | None) -> torch.Tensor:
     """Crop the last two axes to rows box[0]:box[1], cols box[2]:box[3] (None = no crop)."""
     if box is None:
         return x
@@ -107,24 +95,28 @@ def crop(x: torch.Tensor, box: tuple[int, int, int, int] | None) -> torch.Tensor
     return x[..., r0:r1, c0:c1]
 
 
-def default_crop(task: str) -> tuple[int, int, int, int] | None:
+_crop_tensor = crop  # `clevr_preprocess` has an option of the same name
+
+
+def default_crop(task: str) -> Box | None:
     """The official crop for `task`: rows 29:221, cols 64:256 for object discovery, none else."""
-    return OFFICIAL_CROP if check_task(task) == "object_discovery" else None
+    return OFFICIAL_CROP if normalize_task(task) == "object_discovery" else None
 
 
 def clevr_preprocess(
     image_uint8: np.ndarray | torch.Tensor,
     task: str,
     resolution: tuple[int, int] = OFFICIAL_RESOLUTION,
-    crop_box: tuple[int, int, int, int] | None | str = "official",
+    crop: CropOption = "official",
 ) -> torch.Tensor:
     """The official CLEVR image pipeline: uint8 [H, W, 3] -> float32 [3, *resolution] in [-1, 1].
 
-    `crop_box="official"` uses the official crop for `task` (object discovery only).
+    `crop`: "official" (the official crop for `task`: object discovery only), None or a box
+    (r0, r1, c0, c1); see `slotlab.data.options`. `resolution` is (height, width).
     """
-    box = default_crop(task) if crop_box == "official" else crop_box
+    box = parse_crop(crop, {"official": default_crop(task)})
     x = to_unit_range(image_uint8)
-    x = crop(x, box)
+    x = _crop_tensor(x, box)
     x = resize_image(x, resolution)
     return x.clamp(-1.0, 1.0)
 

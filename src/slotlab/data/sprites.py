@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from slotlab.data.preprocess import Sample, check_task, to_unit_range
-from slotlab.data.procedural import prepare_output_dir, split_seed
+from slotlab.data.options import parse_resolution
+from slotlab.data.preprocess import Sample, to_unit_range
+from slotlab.data.procedural.scenes import split_seed
+from slotlab.data.procedural.writer import prepare_output_dir, usable_cores
 from slotlab.errors import ConfigError
+from slotlab.io import atomic_write
+from slotlab.tasks import normalize_task
 
 __all__ = [
     "BACKGROUNDS",
@@ -221,7 +224,7 @@ class ProceduralSpritesDataset(Dataset):
         task: must be "object_discovery" (sprites have no set-prediction targets).
         num: the number of items.
         seed: the dataset seed.
-        resolution: (H, W).
+        resolution: (H, W) or one int.
         min_objects, max_objects: object count range (default 2-6).
         background: "random", "greyscale", "grey" or "black".
         min_pixels: visible pixels per object (default 15 at 64x64, scaled by area).
@@ -241,10 +244,7 @@ class ProceduralSpritesDataset(Dataset):
         background: str = "random",
         min_pixels: int | None = None,
     ) -> None:
-        try:
-            task = check_task(task)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        task = normalize_task(task)
         if task != "object_discovery":
             raise ConfigError(
                 "procedural sprites support only task object_discovery (they have no "
@@ -261,7 +261,7 @@ class ProceduralSpritesDataset(Dataset):
                 f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}"
             )
         self.split, self.task, self.num, self.seed = str(split), task, num, int(seed)
-        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.resolution = parse_resolution(resolution)
         if min(self.resolution) < 4:
             raise ConfigError(f"resolution must be at least 4x4, got {resolution!r}")
         self.options = {
@@ -313,7 +313,7 @@ def generate_sprites_dir(
     split: str = "train",
     num: int = 1000,
     seed: int = 0,
-    size: tuple[int, int] = (64, 64),
+    resolution: tuple[int, int] | int | str = (64, 64),
     workers: int | None = None,
     *,
     min_objects: int = 2,
@@ -323,21 +323,17 @@ def generate_sprites_dir(
 
     images/{split}/SPRITES_{split}_{000000}.png (RGB), masks/{split}/... (uint8 ids) and
     scenes/SPRITES_{split}_scenes.json ({"info": ..., "scenes": [{..., "objects": [...]}]}).
-    `size` is (width, height) like `generate_clevr_dir`; image i is `sprites_sample(seed,
-    split, i, (height, width), min_objects=..., max_objects=...)`.
+    `resolution` is (height, width) or one int, like `generate_clevr_dir`; image i is
+    `sprites_sample(seed, split, i, resolution, min_objects=..., max_objects=...)`.
     """
     root = Path(out).expanduser()
-    width, height = (int(v) for v in size)
+    height, width = parse_resolution(resolution)
     if width < 4 or height < 4:
-        raise ConfigError(f"sprites need an image of at least 4x4 pixels, got {size!r}")
+        raise ConfigError(f"sprites need an image of at least 4x4 pixels, got {resolution!r}")
     prepare_output_dir(root, split, f"SPRITES_{split}_", num)
     options = {"min_objects": int(min_objects), "max_objects": int(max_objects)}
     jobs = [(str(root), split, i, int(seed), (height, width), options) for i in range(num)]
-    if workers is None:
-        try:
-            workers = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            workers = os.cpu_count() or 1
+    workers = usable_cores() if workers is None else workers
     workers = max(1, min(int(workers), num // 256 + 1))  # small jobs: no pool start-up
     if workers == 1:
         scenes = [_write_one(job) for job in jobs]
@@ -346,6 +342,6 @@ def generate_sprites_dir(
         with multiprocessing.get_context(method).Pool(workers) as pool:
             scenes = pool.map(_write_one, jobs, chunksize=64)
     info = {"split": split, "version": "1.0", "note": f"procedural slotlab sprites, seed {seed}"}
-    path = root / "scenes" / f"SPRITES_{split}_scenes.json"
-    path.write_text(json.dumps({"info": info, "scenes": scenes}))
+    text = json.dumps({"info": info, "scenes": scenes})
+    atomic_write(root / "scenes" / f"SPRITES_{split}_scenes.json", lambda f: f.write(text.encode()))
     return root

@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,14 +41,17 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from slotlab.data.options import CropOption, normalize_split, parse_crop, parse_resolution
 from slotlab.data.preprocess import (
     OFFICIAL_MAX_OBJECTS,
     OFFICIAL_RESOLUTION,
-    check_task,
     clevr_preprocess,
     clevr_target,
+    default_crop,
 )
-from slotlab.errors import ConfigError, DataError
+from slotlab.errors import DataError, SlotlabError
+from slotlab.io import META_FILE, ShardWriter, cache_dir_in
+from slotlab.tasks import normalize_task
 from slotlab.tf_formats.example import BytesList, parse_example
 from slotlab.tf_formats.tfrecord import index_records, iter_records
 from slotlab.tf_formats.tfrecord import read_record_at as _read_record_at
@@ -87,11 +89,10 @@ def clevr_builder_dir(data_dir: str | os.PathLike[str]) -> Path:
     )
 
 
-def _split_name(split: str) -> str:
-    split = {"val": "validation"}.get(split, split)
-    if split not in TFDS_SPLITS:
-        raise DataError(f"unknown TFDS CLEVR split {split!r}; expected one of {TFDS_SPLITS}")
-    return split
+def _split_name(split: str, tfds_names: tuple[str, ...] = TFDS_SPLITS) -> str:
+    """`split` as TFDS names it ("val" and "validation" are TFDS's "validation")."""
+    name = normalize_split(split, tuple("val" if n == "validation" else n for n in tfds_names))
+    return "validation" if name == "val" else name
 
 
 def tfds_clevr_shards(data_dir: str | os.PathLike[str], split: str) -> list[tuple[Path, int]]:
@@ -219,16 +220,6 @@ def read_tfds_clevr(
             )
 
 
-def _writable_dir(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
-            pass
-        return True
-    except OSError:
-        return False
-
-
 class TFDSClevrDataset(Dataset):
     """Map-style dataset over TFDS-prepared CLEVR with the official Slot Attention pipeline.
 
@@ -257,33 +248,22 @@ class TFDSClevrDataset(Dataset):
         resolution: tuple[int, int] = OFFICIAL_RESOLUTION,
         max_objects: int | None = None,
         *,
-        crop_box: tuple[int, int, int, int] | None | str = "official",
+        crop: CropOption = "official",
         num_eval_examples: int = 512,
         cache_dir: str | os.PathLike[str] | None = None,
         progress: bool = True,
         verify_crc: bool = True,
     ) -> None:
-        self.task = check_task(task)
-        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.task = normalize_task(task)
+        self.resolution = parse_resolution(resolution)
         self.max_objects = OFFICIAL_MAX_OBJECTS[self.task] if max_objects is None else max_objects
-        if isinstance(crop_box, str) and crop_box != "official":
-            raise ConfigError(f"crop_box must be 'official', None or a 4-tuple, got {crop_box!r}")
-        self.crop_box = crop_box
+        self.crop = parse_crop(crop, {"official": default_crop(self.task)})
         self.verify_crc = verify_crc
-        self.split = {"val": "validation"}.get(split, split)
-        if self.split not in DATASET_SPLITS:
-            raise DataError(
-                f"unknown CLEVR split {split!r}; expected one of {', '.join(DATASET_SPLITS)}"
-            )
+        self.split = _split_name(split, DATASET_SPLITS)
         base = "train" if self.split in ("train", "train_eval", "train_all") else self.split
         self.builder_dir = clevr_builder_dir(data_dir)
         self.shards = tfds_clevr_shards(data_dir, base)
-        if cache_dir is not None:
-            cache_root = Path(cache_dir)
-        elif _writable_dir(self.builder_dir / ".slotlab-cache"):
-            cache_root = self.builder_dir / ".slotlab-cache"
-        else:
-            cache_root = Path.home() / ".cache" / "slotlab"
+        cache_root = Path(cache_dir) if cache_dir is not None else cache_dir_in(self.builder_dir)
         index = self._load_index(cache_root, base, progress)  # [N, 4]: shard, offset, len, n_obj
         if self.split == "train":
             index = index[num_eval_examples:]
@@ -309,10 +289,10 @@ class TFDSClevrDataset(Dataset):
     def _load_index(self, cache_root: Path, base: str, progress: bool) -> np.ndarray:
         ident = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p, _ in self.shards]
         digest = hashlib.sha256(json.dumps([_INDEX_VERSION, ident]).encode()).hexdigest()[:16]
-        path = cache_root / f"tfds-clevr-{base}-{digest}.index.npy"
-        if path.is_file():
+        folder = cache_root / f"tfds-clevr-{base}-{digest}"
+        if (folder / META_FILE).is_file():
             try:
-                index = np.load(path)
+                index = np.load(folder / "index.npy")
                 if index.ndim == 2 and index.shape[1] == 4:
                     return index
             except (OSError, ValueError):
@@ -344,13 +324,12 @@ class TFDSClevrDataset(Dataset):
                         rows.append((shard_id, offset, length, len(ex["objects.color"])))
                         bar.update(1)
         index = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+        meta = {"version": _INDEX_VERSION, "split": base, "shards": ident, "examples": len(index)}
         try:
-            cache_root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_root)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, index)
-            os.replace(tmp, path)
-        except OSError:
+            with ShardWriter(folder) as writer:
+                writer.save("index.npy", index)
+                writer.commit(meta, if_exists="replace")
+        except (OSError, SlotlabError):
             pass  # an unwritable cache only costs a rescan next time
         return index
 
@@ -395,7 +374,7 @@ class TFDSClevrDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         ex = self.example(index)
         try:
-            image = clevr_preprocess(ex["image"], self.task, self.resolution, self.crop_box)
+            image = clevr_preprocess(ex["image"], self.task, self.resolution, self.crop)
         except ValueError as exc:
             shard_id, offset = int(self.index[index, 0]), int(self.index[index, 1])
             raise DataError(

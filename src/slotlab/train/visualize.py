@@ -36,7 +36,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from slotlab.data.preprocess import COLORS, MATERIALS, SHAPES, SIZES
+from slotlab.data.clevr_vocab import CAMERA_LOCATION as CLEVR_CAMERA_LOCATION
+from slotlab.data.clevr_vocab import CLEVR_RGB as CLEVR_COLOUR_RGB
+from slotlab.data.clevr_vocab import COLORS, MATERIALS, SHAPES, SIZES
+from slotlab.data.clevr_vocab import FOCAL_OVER_SENSOR as CLEVR_FOCAL_OVER_SENSOR
+from slotlab.data.clevr_vocab import NATIVE_SIZE as CLEVR_FRAME
 from slotlab.errors import ConfigError, DataError
 from slotlab.models.object_discovery import (
     ObjectDiscoveryOutput,
@@ -60,19 +64,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (249, 147, 121), (96, 78, 151), (246, 166, 0), (179, 68, 108), (220, 211, 0),
     (136, 45, 23), (141, 182, 0), (101, 69, 34), (226, 88, 34), (43, 61, 38),
 )
-
-# The RGB values CLEVR renders its eight colours with (CLEVR `properties.json`).
-CLEVR_COLOUR_RGB: dict[str, tuple[int, int, int]] = {
-    "gray": (87, 87, 87), "red": (173, 35, 35), "blue": (42, 75, 215), "green": (29, 105, 20),
-    "brown": (129, 74, 25), "purple": (129, 38, 192), "cyan": (41, 208, 208),
-    "yellow": (255, 238, 51),
-}
-
-# The nominal CLEVR camera (Blender's default 35 mm lens, 32 mm sensor fitted to the width,
-# 480x320 frame) looking at the origin. CLEVR jitters its position by up to +-0.5 per axis.
-CLEVR_CAMERA_LOCATION = (7.358891487121582, -6.925790786743164, 4.958309173583984)
-CLEVR_FRAME = (480, 320)  # (width, height)
-CLEVR_FOCAL_OVER_SENSOR = 35.0 / 32.0
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 
