@@ -199,15 +199,19 @@ def build_dataset(
     return _construct(kind, cls, (path,), {"split": split, "task": task, **options})
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (at least 1)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_num_workers(dataset_size: int) -> int:
     """Worker processes for a loader: 0 for a tiny dataset, else min(2, usable CPU cores)."""
     if dataset_size < TINY_DATASET:
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return min(2, cores)
+    return min(2, usable_cores())
 
 
 def _worker_init(worker_id: int) -> None:

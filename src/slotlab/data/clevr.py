@@ -336,8 +336,8 @@ class ClevrDataset(Dataset):
         ids = read_id_mask(path)
         if ids.shape != tuple(image_shape):
             raise DataError(
-                f"mask file {path} is {ids.shape[1]}x{ids.shape[0]} but its image is "
-                f"{image_shape[1]}x{image_shape[0]} (width x height)"
+                f"mask file {path} is {ids.shape[0]}x{ids.shape[1]} but its image is "
+                f"{image_shape[0]}x{image_shape[1]} (height x width)"
             )
         count = self.num_objects(item)
         if count is not None and int(ids.max(initial=0)) > count:

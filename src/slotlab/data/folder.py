@@ -157,8 +157,8 @@ class ImageFolderDataset(Dataset):
             ids = read_id_mask(mask_path)
             if ids.shape != (height, width):
                 raise DataError(
-                    f"mask file {mask_path} is {ids.shape[1]}x{ids.shape[0]} but its image "
-                    f"{path.name} is {width}x{height} (width x height)"
+                    f"mask file {mask_path} is {ids.shape[0]}x{ids.shape[1]} but its image "
+                    f"{path.name} is {height}x{width} (height x width)"
                 )
             mask = torch.from_numpy(ids.astype(np.int64))
             sample["mask"] = resize_mask(crop_tensor(mask, box), self.resolution)

@@ -24,10 +24,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from slotlab.data.build import usable_cores
 from slotlab.data.options import parse_resolution
 from slotlab.data.preprocess import Sample, to_unit_range
 from slotlab.data.procedural.scenes import split_seed
-from slotlab.data.procedural.writer import prepare_output_dir, usable_cores
+from slotlab.data.procedural.writer import prepare_output_dir
 from slotlab.errors import ConfigError
 from slotlab.io import atomic_write
 from slotlab.tasks import normalize_task

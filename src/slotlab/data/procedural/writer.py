@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime
 import json
 import multiprocessing
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from slotlab.data.build import usable_cores
 from slotlab.data.clevr_vocab import NATIVE_SIZE
 from slotlab.data.options import parse_resolution
 from slotlab.data.procedural.render import render_scene
@@ -19,17 +19,9 @@ from slotlab.data.procedural.scenes import procedural_scene, scene_to_json
 from slotlab.errors import ConfigError, DataError
 from slotlab.io import atomic_write
 
-__all__ = ["NATIVE_RESOLUTION", "generate_clevr_dir", "prepare_output_dir", "usable_cores"]
+__all__ = ["NATIVE_RESOLUTION", "generate_clevr_dir", "prepare_output_dir"]
 
 NATIVE_RESOLUTION = (NATIVE_SIZE[1], NATIVE_SIZE[0])  # (height, width) of CLEVR v1.0 images
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (the default number of writer processes)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def prepare_output_dir(root: Path, split: str, prefix: str, num: int) -> None:
