@@ -1,4 +1,5 @@
-"""The two official Slot Attention models, their typed configs and a builder by task name."""
+"""The two official Slot Attention models and SAVi (video), their typed configs and a builder by
+task name."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ from typing import Any
 
 from torch import nn
 
-from slotlab.models.config import ModelConfig, ObjectDiscoveryConfig, SetPredictionConfig
+from slotlab.models.config import (
+    ModelConfig,
+    ObjectDiscoveryConfig,
+    SAViConfig,
+    SetPredictionConfig,
+)
 from slotlab.models.object_discovery import ObjectDiscoveryOutput, SlotAttentionAutoEncoder
+from slotlab.models.savi import SAVi, SAViOutput
 from slotlab.models.set_prediction import SetPredictionOutput, SlotAttentionSetPredictor
 from slotlab.schema import from_dict
 from slotlab.tasks import normalize_task
@@ -15,10 +22,12 @@ from slotlab.tasks import normalize_task
 MODELS: dict[str, type[nn.Module]] = {
     "object_discovery": SlotAttentionAutoEncoder,
     "set_prediction": SlotAttentionSetPredictor,
+    "video": SAVi,
 }
 CONFIGS: dict[str, type] = {
     "object_discovery": ObjectDiscoveryConfig,
     "set_prediction": SetPredictionConfig,
+    "video": SAViConfig,
 }
 
 
@@ -36,8 +45,9 @@ def model_config(task: str, values: ModelConfig | dict[str, Any] | None = None) 
 
 def build_model(task: str, config: ModelConfig | dict[str, Any] | None = None,
                 **overrides: Any) -> nn.Module:
-    """The model of `task` ("object_discovery" or "set_prediction") from its config (a dataclass
-    or a mapping) and keyword `overrides` of its fields; defaults are the official models."""
+    """The model of `task` ("object_discovery", "set_prediction" or "video") from its config (a
+    dataclass or a mapping) and keyword `overrides` of its fields; defaults are the official
+    models."""
     task = normalize_task(task)
     values = model_config(task, config)
     return MODELS[task](values, **overrides)
@@ -57,6 +67,9 @@ __all__ = [
     "ModelConfig",
     "ObjectDiscoveryConfig",
     "ObjectDiscoveryOutput",
+    "SAVi",
+    "SAViConfig",
+    "SAViOutput",
     "SetPredictionConfig",
     "SetPredictionOutput",
     "SlotAttentionAutoEncoder",

@@ -1,9 +1,9 @@
 """The model families' configurations: one frozen dataclass each, saved with every model.
 
 Defaults are the official models (object discovery: CLEVR6 at 128x128; set prediction: CLEVR at
-128x128). A preset's `model:` mapping, a run's `config.yaml` and a model directory's
-`config.json` are these dataclasses written out; adding an option is one field here plus its use
-in the model.
+128x128; video: SAVi-S at 64x64). A preset's `model:` mapping, a run's `config.yaml` and a model
+directory's `config.json` are these dataclasses written out; adding an option is one field here
+plus its use in the model.
 """
 
 from __future__ import annotations
@@ -123,4 +123,69 @@ class SetPredictionConfig(SlotAttentionConfig):
         _positive(self, "classifier_hidden_size", "output_size")
 
 
-ModelConfig = ObjectDiscoveryConfig | SetPredictionConfig
+SAViInitializer = Literal["boxes", "points", "learned", "gaussian"]
+SAViTarget = Literal["flow", "frames"]
+
+
+@dataclass(frozen=True)
+class SAViConfig:
+    """SAVi (Kipf et al. 2022, "Conditional Object-Centric Learning from Video"): a frame
+    encoder, Slot Attention as corrector, a transformer predictor and a spatial-broadcast decoder,
+    scanned over the frames (`slotlab.models.savi`).
+
+    Defaults are the official SAVi-S (`savi_conditional_small.py`) at its published resolution:
+    MOVi videos resized to 64x64, 24 slots (23 first-frame boxes + the background box), slot size
+    128, a 4-layer CNN encoder of 32 channels, one Slot Attention iteration, a 4-head transformer
+    predictor and a decoder broadcasting each slot to 8x8, trained to reconstruct optical flow
+    (3 channels: the flow as an RGB image). The decoder's stride-2 layers are transposed
+    convolutions, its stride-1 layers plain ones (as the official `layer_transpose`).
+    """
+
+    resolution: tuple[int, int] = option((64, 64), "input frame (H, W)")
+    num_slots: int = option(
+        24, "K, the number of slots (boxes/points: one per conditioning object + background)")
+    slot_size: int = option(128, "D, the slot size (also the attention's q/k/v size)")
+    num_iterations: int = option(1, "Slot Attention iterations per frame (the corrector)")
+    num_channels: int = option(3, "video channels")
+    encoder_channels: tuple[int, ...] = option((32, 32, 32, 32), "encoder conv channels")
+    encoder_kernel_size: int = option(5, "encoder conv kernel size (stride 1, 'SAME')")
+    encoder_mlp_hidden_size: int = option(64, "hidden width of the encoder's output MLP")
+    initializer: SAViInitializer = option(
+        "boxes", "initial slots: boxes or points of the first frame (conditional, official), "
+        "learned (one learned vector per slot) or gaussian (N(0, 1) noise)")
+    initializer_hidden_size: int = option(256, "hidden width of the boxes/points MLP")
+    predictor_heads: int = option(4, "attention heads of the transformer predictor")
+    predictor_mlp_size: int = option(256, "hidden width of the predictor's MLP")
+    decoder_channels: tuple[int, ...] = option((64, 64, 64, 64), "decoder conv channels")
+    decoder_strides: tuple[int, ...] = option(
+        (2, 2, 2, 1), "decoder strides (stride > 1: transposed conv)")
+    decoder_kernel_size: int = option(5, "decoder kernel size")
+    target: SAViTarget = option("flow", "what the decoder reconstructs: flow or frames")
+    target_channels: int = option(3, "channels of the target (flow as RGB: 3; frames: 3)")
+    epsilon: float = option(1e-8, "added to the attention before the weighted mean")
+
+    def __post_init__(self) -> None:
+        _positive(self, "resolution", "num_slots", "slot_size", "num_iterations", "num_channels",
+                  "encoder_channels", "encoder_kernel_size", "encoder_mlp_hidden_size",
+                  "initializer_hidden_size", "predictor_heads", "predictor_mlp_size",
+                  "decoder_channels", "decoder_strides", "decoder_kernel_size",
+                  "target_channels")
+        if len(self.decoder_channels) != len(self.decoder_strides):
+            raise ValueError(f"decoder_channels {self.decoder_channels} and decoder_strides "
+                             f"{self.decoder_strides} must have the same length")
+        if self.slot_size % self.predictor_heads:
+            raise ValueError(f"slot_size {self.slot_size} is not divisible by predictor_heads "
+                             f"{self.predictor_heads}")
+        up = math.prod(self.decoder_strides)
+        if any(n % up for n in self.resolution):
+            raise ValueError(f"resolution {self.resolution} is not divisible by the decoder's "
+                             f"upsampling {up} (product of decoder_strides)")
+
+    @property
+    def decoder_initial_size(self) -> tuple[int, int]:
+        """(h, w) each slot is broadcast to: resolution / prod(decoder_strides) (SAVi-S: 8x8)."""
+        up = math.prod(self.decoder_strides)
+        return self.resolution[0] // up, self.resolution[1] // up
+
+
+ModelConfig = ObjectDiscoveryConfig | SetPredictionConfig | SAViConfig

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from slotlab.nn.layers import dense, layer_norm
+from slotlab.nn.layers import dense
 
 
 @dataclass
@@ -48,20 +48,22 @@ class SlotAttention(nn.Module):
     """Slot Attention: inputs [B, N, D_in] and starting slots [B, K, D] -> slots [B, K, D].
 
     `test_iterations` (None: T) are the iterations in eval mode; a call's `num_iterations`
-    overrides both.
+    overrides both. `norm_epsilon` is the LayerNorms' epsilon (Keras 1e-3; Flax, as in SAVi,
+    1e-6); `mlp_hidden_size=None` leaves out the residual MLP (SAVi's corrector).
     """
 
     def __init__(
         self,
         num_iterations: int,
         slot_size: int,
-        mlp_hidden_size: int,
+        mlp_hidden_size: int | None,
         input_size: int | None = None,
         epsilon: float = 1e-8,
         test_iterations: int | None = None,
         implicit_differentiation: bool = False,
         straight_through: bool = False,
         attention_bias: nn.Module | None = None,
+        norm_epsilon: float = 1e-3,
     ):
         super().__init__()
         input_size = slot_size if input_size is None else input_size
@@ -70,9 +72,10 @@ class SlotAttention(nn.Module):
         self.implicit_differentiation = implicit_differentiation or straight_through
         self.straight_through = straight_through
 
-        self.norm_inputs = layer_norm(input_size)
-        self.norm_slots = layer_norm(slot_size)
-        self.norm_mlp = layer_norm(slot_size)
+        self.norm_inputs = nn.LayerNorm(input_size, eps=norm_epsilon)
+        self.norm_slots = nn.LayerNorm(slot_size, eps=norm_epsilon)
+        self.norm_mlp = None if mlp_hidden_size is None else nn.LayerNorm(slot_size,
+                                                                          eps=norm_epsilon)
         self.project_q = dense(slot_size, slot_size, bias=False)
         self.project_k = dense(input_size, slot_size, bias=False)
         self.project_v = dense(input_size, slot_size, bias=False)
@@ -81,7 +84,7 @@ class SlotAttention(nn.Module):
         nn.init.orthogonal_(self.gru.weight_hh)  # Keras: orthogonal recurrent kernel
         nn.init.zeros_(self.gru.bias_ih)
         nn.init.zeros_(self.gru.bias_hh)
-        self.mlp = nn.Sequential(
+        self.mlp = None if mlp_hidden_size is None else nn.Sequential(
             dense(slot_size, mlp_hidden_size), nn.ReLU(), dense(mlp_hidden_size, slot_size))
         self.attention_bias = attention_bias
 
@@ -121,7 +124,8 @@ class SlotAttention(nn.Module):
             updates = torch.einsum("bnk,bnd->bkd", weights, v.float())  # [B, K, D]
         slots = self.gru(updates.reshape(-1, self.slot_size),
                          slots_prev.reshape(-1, self.slot_size)).reshape(slots.shape)
-        slots = slots + self.mlp(self.norm_mlp(slots))
+        if self.mlp is not None:
+            slots = slots + self.mlp(self.norm_mlp(slots))
         return slots, attn.transpose(1, 2)
 
     def first_order(self, slots: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
