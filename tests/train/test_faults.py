@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from slotlab.cli import main
-from slotlab.train import loop
+from slotlab.train import step
 from slotlab.train.checkpoint import list_checkpoints, load_checkpoint
 from tests.train.helpers import write_folder, write_preset
 from tests.train.test_train import run_cli_subprocess, train_cmd, wait_for_checkpoint
@@ -30,7 +30,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(setup, tmp_path, m
     """The loss is checked (one host sync) only where a step is logged, evaluated or
     checkpointed; a NaN in between is still caught before anything is saved after it."""
     data, preset = setup
-    real = loop.compute_loss
+    real = step.compute_loss
     calls = {"n": 0}
 
     def exploding(*args, **kwargs):
@@ -38,7 +38,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(setup, tmp_path, m
         loss, out = real(*args, **kwargs)
         return (loss * float("nan") if calls["n"] == 5 else loss), out
 
-    monkeypatch.setattr(loop, "compute_loss", exploding)
+    monkeypatch.setattr(step, "compute_loss", exploding)
     run = tmp_path / "run"
     args = train_cmd(data, run, preset)
     args[args.index("--log-every") + 1] = log_every
@@ -165,3 +165,72 @@ def test_corrupt_newest_checkpoint_is_skipped_on_resume(setup, tmp_path, capsys)
     assert f"resuming {run} from step 2" in err
     assert list_checkpoints(run)[-1][0] == 6
     assert load_checkpoint(list_checkpoints(run)[-1][1])["step"] == 6
+
+
+def test_run_whose_checkpoints_are_all_unreadable_is_refused(setup, tmp_path):
+    """Every checkpoint of a run turned to garbage: training refuses in one line (naming the run
+    and the way out) instead of starting over at step 0 in it, and leaves the directory as it
+    is; nothing that torch warns about the files reaches the console."""
+    data, preset = setup
+    run = tmp_path / "run"
+    args = train_cmd(data, run, preset)
+    args[args.index("--steps") + 1] = "4"
+    assert main(args) == 0
+    (_, older), (_, newest) = list_checkpoints(run)
+    older.write_bytes(b"\x80\x04" + os.urandom(4096))  # starts like a pickle: torch warns on it
+    newest.write_bytes(os.urandom(4096))
+    before = {p: p.read_bytes() for p in (run / "metrics.jsonl", run / "config.yaml", older,
+                                          newest)}
+    proc = run_cli_subprocess(train_cmd(data, run, preset), REPO)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert f"run directory {run} cannot be resumed" in lines[0]
+    assert "no checkpoint in" in lines[0] and "(2 tried" in lines[0], lines[0]
+    assert "another --out" in lines[0]
+    assert "Warning" not in err and "warning" not in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_loading_a_checkpoint_shows_no_torch_warnings(tmp_path):
+    """torch.load's own warnings about a file (e.g. its pickle protocol) are not passed on: the
+    one CheckpointError says what is wrong."""
+    import warnings
+
+    from slotlab.errors import CheckpointError
+
+    path = tmp_path / "step_00000002.pt"
+    path.write_bytes(b"\x80\x04" + os.urandom(256))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match=str(path)):
+            load_checkpoint(path)
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_checkpoint_of_another_model_layout_is_refused(setup, tmp_path, capsys):
+    """A run checkpoint written when the slot initialisation's weights lived in Slot Attention
+    (`slot_attention.slots_mu`, ...; now `slot_init.slots_mu`, ...) is refused in one line, by
+    training and by `slotlab eval`."""
+    data, preset = setup
+    run = tmp_path / "run"
+    args = train_cmd(data, run, preset)
+    args[args.index("--steps") + 1] = "2"
+    assert main(args) == 0
+    _, path = list_checkpoints(run)[-1]
+    state = load_checkpoint(path)
+    assert "slot_init.slots_mu" in state["model"]
+    state["model"] = {k.replace("slot_init.", "slot_attention."): v
+                      for k, v in state["model"].items()}
+    torch.save(state, path)
+    capsys.readouterr()
+    assert main(train_cmd(data, run, preset)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert f"{path} was written by another model layout" in err
+    assert "slot_init.slots_mu" in err and "start a new run with --out" in err
+    assert [s for s, _ in list_checkpoints(run)] == [2]
+    assert main(["eval", str(run), "--num", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "was written by another model layout" in err, err

@@ -262,9 +262,9 @@ def test_small_cached_val_split_is_enough_for_evaluation(tmp_path):
 def test_bf16_on_a_cpu_without_it_warns(setup, tmp_path, capsys, monkeypatch, native):
     """--bf16 on a CPU that would emulate it says so (it measured 10x slower than float32);
     on one with native bf16, or where it cannot be told, nothing is said."""
-    import slotlab.train.loop as loop
+    from slotlab.train import runtime
 
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
     data, preset = setup
     assert main(train_cmd(data, tmp_path / "run", preset, "--bf16", "--device", "cpu")) == 0
     warned = "without native bf16" in capsys.readouterr().err
@@ -272,11 +272,11 @@ def test_bf16_on_a_cpu_without_it_warns(setup, tmp_path, capsys, monkeypatch, na
 
 
 def test_cpu_has_native_bf16_reads_the_cpu(monkeypatch):
-    import slotlab.train.loop as loop
+    from slotlab.train import runtime
 
-    monkeypatch.setattr(loop.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(runtime.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert loop.cpu_has_native_bf16() is False
+    assert runtime.cpu_has_native_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert loop.cpu_has_native_bf16() is True
+    assert runtime.cpu_has_native_bf16() is True

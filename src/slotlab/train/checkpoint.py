@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,17 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a training checkpoint safely (`weights_only=True`)."""
+    """Load a training checkpoint safely (`weights_only=True`); whatever is wrong with the file
+    is one `CheckpointError` (torch's own warnings about the file are not shown)."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
+        if not _looks_like_torch_save(path):
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (not a file written by torch.save)"
+            ) from None
         raise CheckpointError(
             f"{path} was refused: it contains Python objects other than tensors and plain values "
             "(it could run code when loaded), so it is not a slotlab checkpoint"
@@ -74,14 +82,62 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any]] | None:
-    """The newest readable checkpoint of a run (unreadable newer ones are reported, skipped)."""
-    for step, path in reversed(list_checkpoints(run_dir)):
+def _looks_like_torch_save(path: Path) -> bool:
+    """Whether a file starts like torch.save output: a zip archive, or a pickle stream."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[int, Path, dict[str, Any]] | None:
+    """(step, path, contents) of the newest readable checkpoint of a run; None where it has no
+    checkpoint. Unreadable newer ones are skipped with a one-line warning each; when none can
+    be read, one `CheckpointError` says so."""
+    found = list_checkpoints(run_dir)
+    skipped: list[str] = []
+    for step, path in reversed(found):
         try:
-            return step, load_checkpoint(path)
+            state = load_checkpoint(path)
         except CheckpointError as exc:
-            print(f"warning: skipping {exc}", file=sys.stderr)
+            skipped.append(str(exc))
+            continue
+        for reason in skipped:
+            print(f"warning: skipping {reason}", file=sys.stderr)
+        return step, path, state
+    if found:
+        raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR} can be read "
+                              f"({len(found)} tried; the newest: {skipped[0]})")
     return None
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, dict[str, Any]] | None:
+    """(step, contents) of the newest readable checkpoint of a run, as `newest_checkpoint`."""
+    newest = newest_checkpoint(run_dir)
+    return None if newest is None else (newest[0], newest[2])
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path,
+                 hint: str = "") -> None:
+    """`model.load_state_dict(weights)`, or one `CheckpointError` when the weights do not fit
+    the model: other parameter names (another model layout) or other shapes. `hint` ends the
+    message (what to do instead)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        parts = [f"{len(names)} {what} weights, e.g. {names[0]}" for what, names in
+                 (("missing", missing), ("unknown", unexpected)) if names]
+        raise CheckpointError(f"{source} was written by another model layout "
+                              f"({'; '.join(parts)}){hint}")
+    for key, value in weights.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{source} holds a model of other sizes ({key} has shape {tuple(value.shape)}, "
+                f"this model's {tuple(expected[key].shape)}){hint}")
+    model.load_state_dict(weights)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -108,18 +164,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     import yaml
 
     cfg = config_from_dict(yaml.safe_load(config_file.read_text()))
-    latest = latest_checkpoint(path)
-    if latest is None:
+    info = {"task": cfg.task, "data": cfg.data, "step": None, "config": cfg.to_dict()}
+    try:
+        newest = newest_checkpoint(path)
+    except CheckpointError:  # none readable: the final model, where the run has one
+        if not (path / MODEL_DIR / "config.json").is_file():
+            raise
+        newest = None
+    if newest is None:
         if (path / MODEL_DIR / "config.json").is_file():
-            model = load_pretrained(path / MODEL_DIR, map_location=str(device))
-            return model, {"task": cfg.task, "data": cfg.data, "step": None,
-                           "config": cfg.to_dict()}
+            return load_pretrained(path / MODEL_DIR, map_location=str(device)), info
         raise CheckpointError(f"{path} has no checkpoint yet")
-    step, state = latest
-    model = build_model(cfg.task, **cfg.model)
-    model.load_state_dict(state.get("ema", state["model"]))
-    model.to(device).eval()
-    return model, {"task": cfg.task, "data": cfg.data, "step": step, "config": cfg.to_dict()}
+    step, checkpoint, state = newest
+    model = build_model(cfg.task, cfg.model)
+    load_weights(model, state.get("ema", state["model"]), checkpoint,
+                 "; this version of slotlab cannot load it")
+    return model.to(device).eval(), {**info, "step": step}
 
 
 def _task_of(model: nn.Module) -> str:

@@ -6,31 +6,37 @@ paper's number), mBO, mIoU and the error breakdown of `segmentation_errors`, ave
 Set prediction: AP at the distance thresholds inf, 1, 0.5, 0.25, 0.125, computed over all
 evaluated images at once, and the per-attribute accuracy of `attribute_accuracy`.
 Slot-initialisation noise comes from a generator seeded with `seed`, so results repeat.
+During training, `build_eval_dataset` gives the held-out split a run evaluates on and
+`save_pictures` draws its slot pictures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from slotlab.data import build_dataset
 from slotlab.data.preprocess import normalize_batch_image
-from slotlab.errors import ConfigError
+from slotlab.errors import ConfigError, DataError
 from slotlab.metrics import average_precision_all, segmentation_errors, segmentation_metrics
 from slotlab.metrics.ap import COORD_SCALE, discrete_attributes
 from slotlab.models.object_discovery import cells_to_pixels, config_cell_pixels
+from slotlab.train.config import TrainConfig
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
 
 
 def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
                num_slots: int | None = None) -> torch.Tensor:
     """Standard-normal slot-initialisation noise [B, K, D] drawn from `generator` (on CPU)."""
-    sa = model.slot_attention
-    return torch.randn(batch, num_slots or sa.num_slots, sa.slot_size, generator=generator)
+    return torch.randn(batch, num_slots or model.num_slots, model.slot_size, generator=generator)
 
 
 def attribute_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -89,6 +95,50 @@ def attention_masks(
     return grid.reshape(b, k, 1, height, width)
 
 
+def image_metrics(out: Any, batch: dict[str, torch.Tensor], image: torch.Tensor,
+                  cell_pixels: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Object discovery's per-image metrics [B] of one batch: the reconstruction MSE, and where
+    the batch has instance masks the segmentation metrics and errors, and FG-ARI of the last
+    iteration's attention (`fg_ari_attn`)."""
+    values = {"mse": ((out.recon_combined.float() - image) ** 2).mean(dim=(1, 2, 3))}
+    if "mask" in batch:
+        true_ids = batch["mask"].to(image.device)
+        values.update(segmentation_metrics(true_ids, out.masks.float()))
+        # where object pixels go: their main slot, the background's, a third one
+        values.update(segmentation_errors(true_ids, out.masks.float()))
+        # the same FG-ARI from the last iteration's attention instead of the decoder's masks:
+        # where they differ, the slots bind objects that the decoder splits
+        values["fg_ari_attn"] = segmentation_metrics(true_ids, attention_masks(
+            out.attention, image.shape[-2:], cell_pixels))["fg_ari"]
+    return values
+
+
+class NanMean:
+    """Means of per-image values over batches, NaN images left out (and counted for FG-ARI:
+    a scene without foreground has none)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.fg_ari_nan: int | None = None
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for key, v in values.items():
+            v = v.float().cpu()
+            finite = ~torch.isnan(v)
+            self.sums[key] = self.sums.get(key, 0.0) + float(v[finite].sum())
+            self.counts[key] = self.counts.get(key, 0) + int(finite.sum())
+            if key == "fg_ari":
+                self.fg_ari_nan = (self.fg_ari_nan or 0) + int((~finite).sum())
+
+    def result(self) -> dict[str, Any]:
+        result: dict[str, Any] = {key: total / self.counts[key] if self.counts[key] else math.nan
+                                  for key, total in self.sums.items()}
+        if self.fg_ari_nan is not None:
+            result["fg_ari_nan_images"] = self.fg_ari_nan
+        return result
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -109,8 +159,8 @@ def evaluate(
     """
     sa = model.slot_attention
     cell_pixels = config_cell_pixels(model.config) if task == "object_discovery" else None
-    if num_slots and num_slots != sa.num_slots and sa.slot_init == "learned":
-        raise ConfigError(f"this model learned its {sa.num_slots} initial slots (slot_init "
+    if num_slots and num_slots != model.num_slots and model.config.slot_init == "learned":
+        raise ConfigError(f"this model learned its {model.num_slots} initial slots (slot_init "
                           f"learned); it cannot be evaluated with {num_slots} slots")
     was_training = model.training
     model.eval()
@@ -119,47 +169,77 @@ def evaluate(
     loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False)
     generator = torch.Generator().manual_seed(seed)
     device = torch.device(device)
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    predictions, targets = [], []
+    means, predictions, targets = NanMean(), [], []
     for batch in loader:
         image = normalize_batch_image(batch["image"].to(device))
         noise = slot_noise(model, image.shape[0], generator, num_slots).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(image, noise=noise, num_iterations=num_iterations)
         if task == "object_discovery":
-            mse = ((out.recon_combined.float() - image) ** 2).mean(dim=(1, 2, 3))
-            values = {"mse": mse}
-            if "mask" in batch:
-                true_ids = batch["mask"].to(device)
-                values.update(segmentation_metrics(true_ids, out.masks.float()))
-                # where object pixels go: their main slot, the background's, a third one
-                values.update(segmentation_errors(true_ids, out.masks.float()))
-                # the same FG-ARI from the last iteration's attention instead of the decoder's
-                # masks: where they differ, the slots bind objects that the decoder splits
-                values["fg_ari_attn"] = segmentation_metrics(true_ids, attention_masks(
-                    out.attention, image.shape[-2:], cell_pixels))["fg_ari"]
-            for key, v in values.items():
-                v = v.float().cpu()
-                finite = ~torch.isnan(v)
-                sums[key] = sums.get(key, 0.0) + float(v[finite].sum())
-                counts[key] = counts.get(key, 0) + int(finite.sum())
-                if key == "fg_ari":
-                    counts["fg_ari_nan"] = counts.get("fg_ari_nan", 0) + int((~finite).sum())
+            means.add(image_metrics(out, batch, image, cell_pixels))
         else:
             predictions.append(out.predictions.float().cpu())
             targets.append(batch["target"].float())
     model.train(was_training)
     result: dict[str, Any] = {"num_images": n, "seed": seed}
     if num_slots or num_iterations or iterations != sa.num_iterations:
-        result.update(num_slots=num_slots or sa.num_slots, num_iterations=iterations)
+        result.update(num_slots=num_slots or model.num_slots, num_iterations=iterations)
     if task == "object_discovery":
-        for key, total in sums.items():
-            result[key] = total / counts[key] if counts[key] else math.nan
-        if "fg_ari_nan" in counts:
-            result["fg_ari_nan_images"] = counts["fg_ari_nan"]
+        result.update(means.result())
     else:
         predictions, targets = torch.cat(predictions), torch.cat(targets)
         result.update(average_precision_all(predictions, targets))
         result.update(attribute_accuracy(predictions, targets))
     return result
+
+
+def build_eval_dataset(cfg: TrainConfig, train_set: Dataset) -> tuple[Dataset, str]:
+    """The held-out split a run evaluates on, and its name (the training split, with a note,
+    where the data has none). A `num` data option sizes the training set; evaluation reads only
+    the first `eval_num` items, so only those are asked of the held-out split (a cache's val
+    split can be that small)."""
+    options = cfg.data_options.kwargs()
+    if "num" in options:
+        options["num"] = min(int(options["num"]), cfg.eval_num)
+    try:
+        return build_dataset(cfg.data, cfg.eval_split, cfg.task, **options), cfg.eval_split
+    except DataError as exc:
+        print(f"note: evaluating on the training split ({exc})", file=sys.stderr)
+        return train_set, "train"
+
+
+@torch.no_grad()
+def save_pictures(model: nn.Module, dataset: Dataset, task: str, seed: int, path: Path,
+                  device: torch.device, num: int = 8) -> None:
+    """Slot pictures of the first `num` images of `dataset` (slot noise seeded with `seed`) as
+    a PNG at `path`; nothing where the visualisation extra is not installed."""
+    try:
+        from slotlab.train.visualize import object_discovery_figure, set_prediction_figure
+    except ImportError:
+        return
+
+    batch = default_collate([dataset[i] for i in range(min(num, len(dataset)))])
+    image = normalize_batch_image(batch["image"].to(device))
+    noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(seed)).to(device)
+    was_training = model.training
+    model.eval()
+    out = model(image, noise=noise, return_all_attention=True)
+    model.train(was_training)
+    if task == "object_discovery":
+        figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num,
+                                         cell_pixels=config_cell_pixels(model.config))
+    else:
+        figure = set_prediction_figure(image.cpu(), out.predictions.cpu(), batch.get("target"),
+                                       num=num)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(path)
+
+
+def _to_cpu(out: Any) -> Any:
+    """A model output dataclass with its tensors (and lists of tensors) on the CPU."""
+    values = {}
+    for f in dataclasses.fields(out):
+        v = getattr(out, f.name)
+        values[f.name] = [t.cpu() for t in v] if isinstance(v, list) else (
+            v.cpu() if isinstance(v, torch.Tensor) else v)
+    return type(out)(**values)

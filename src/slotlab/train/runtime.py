@@ -1,0 +1,181 @@
+"""The process a run trains in: its device, the torchrun process group, the RNGs and SIGTERM.
+
+- `resolve_device` / `init_distributed`: the device ("auto": CUDA where available), and under
+  torchrun (WORLD_SIZE > 1) this process's rank and device in the process group;
+- `any_rank`: flags OR-ed over the ranks in one all-reduce (so every rank stops together);
+- `cpu_has_native_bf16` / `warn_emulated_bf16`: bf16 autocast on a CPU that would emulate it;
+- `seed_everything`, `rng_state` / `set_rng_state`: every RNG a run uses, seeded at the start and
+  checkpointed, so a resumed run continues the same random streams;
+- `SigtermFlag`: SIGTERM sets a flag (the loop finishes its step, writes a checkpoint, exits);
+  `loader_worker_init` makes data-loader workers ignore it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+from slotlab.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a `--device` value: "auto" (CUDA where available), "cpu", "cuda"..."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but CUDA is not available")
+    return device
+
+
+@dataclass
+class Distributed:
+    """Process-group facts: world size, this process's rank, and its device."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def part(self, batch_size: int) -> tuple[int, int]:
+        """This rank's slice [lo, hi) of a global batch of `batch_size`."""
+        if batch_size % self.world_size:
+            raise ConfigError(f"batch size {batch_size} is not divisible by the "
+                              f"{self.world_size} processes")
+        local = batch_size // self.world_size
+        return self.rank * local, (self.rank + 1) * local
+
+    def barrier(self) -> None:
+        """Wait for every rank (nothing to wait for without torchrun)."""
+        if self.enabled:
+            torch.distributed.barrier()
+
+
+def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on
+    CPU. Returns the group facts and this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed(), resolve_device(device_name)
+    dist_info = Distributed(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist_info, device
+
+
+def any_rank(flags: list[bool], dist_info: Distributed, device: torch.device) -> list[bool]:
+    """Each flag OR-ed over the ranks, in one all-reduce (no communication without torchrun)."""
+    if not dist_info.enabled:
+        return flags
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    torch.distributed.all_reduce(t)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (x86: AVX512-BF16 or AMX; Arm: the BF16
+    extension); None where it cannot be told. Without it, bf16 autocast is emulated, and on a
+    2-core AVX2 CPU it measured 10x slower than float32 (benchmarks/README.md)."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i386", "i686"):
+        try:
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        except AttributeError:  # an older torch: read the flags
+            pass
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set(text.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def warn_emulated_bf16(bf16: bool, device: torch.device) -> None:
+    """Say so when bf16 autocast was asked for on a CPU that would emulate it."""
+    if bf16 and device.type == "cpu" and cpu_has_native_bf16() is False:
+        print("warning: --bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): autocast "
+              "emulates it, which measured 10x slower than float32 on a 2-core AVX2 CPU; "
+              "leave --bf16 off here", file=sys.stderr)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs; optionally ask torch for deterministic
+    kernels only."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state as tensors and plain values (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states saved by `rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SigtermFlag:
+    """While entered, SIGTERM only sets `received` (the previous handler is restored on exit):
+    the loop finishes its step, writes a checkpoint and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+    def __enter__(self) -> SigtermFlag:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM (schedulers signal the whole process group): the main
+    process finishes its step, writes a checkpoint and shuts the workers down itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(1)

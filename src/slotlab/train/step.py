@@ -1,0 +1,179 @@
+"""What a training step updates, how it is built, and the step itself.
+
+`build_state(cfg, device)` builds the model of a `TrainConfig` with its speed settings (memory
+format, the padded last decoder layer, DistributedDataParallel under torchrun, torch.compile /
+CUDA graphs), the Adam optimizer, the EMA copy of the weights and the slot-noise generator.
+`train_step(state, batch, noise, lr)` is one optimisation step: forward pass under the run's
+autocast, the task's loss, backward, gradient clipping, Adam, EMA. The training loop and the
+throughput benchmark both run these two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slotlab.data.preprocess import normalize_batch_image
+from slotlab.errors import CheckpointError, ConfigError
+from slotlab.models import build_model
+from slotlab.train.checkpoint import load_weights
+from slotlab.train.config import TrainConfig
+from slotlab.train.ema import ema_decay_at, make_ema, update_ema
+from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
+from slotlab.train.runtime import Distributed, rng_state, set_rng_state
+
+NEW_RUN_HINT = "; start a new run with --out"
+
+
+@dataclass
+class TrainState:
+    """Everything a training step reads and updates, and what a checkpoint saves of it."""
+
+    cfg: TrainConfig
+    device: torch.device
+    model: nn.Module  # the trained weights
+    forward: nn.Module  # what the step calls: the model, or it wrapped (DDP) and/or compiled
+    optimizer: torch.optim.Optimizer
+    ema: nn.Module | None  # the average of the weights (cfg.ema_decay), evaluated and saved
+    memory_format: torch.memory_format
+    noise_generator: torch.Generator  # slot-initialisation noise of whole global batches
+    part: tuple[int, int]  # this process's slice [lo, hi) of each global batch
+    step: int = 0
+    train_seconds: float = 0.0
+
+    @property
+    def shown(self) -> nn.Module:
+        """The weights that are evaluated, drawn and saved: the EMA where there is one."""
+        return self.model if self.ema is None else self.ema
+
+    def draw_noise(self) -> torch.Tensor:
+        """The next global batch's slot noise [B, K, D], this process's slice, on the device."""
+        noise = torch.randn(self.cfg.batch_size, self.model.num_slots, self.model.slot_size,
+                            generator=self.noise_generator)
+        return noise[self.part[0] : self.part[1]].to(self.device, non_blocking=True)
+
+    def prepare_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A loader batch on the device, its image in [-1, 1] and in the model's memory format."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch["image"] = normalize_batch_image(batch["image"]).contiguous(
+            memory_format=self.memory_format)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint of this state: weights, optimizer, step, every RNG, config."""
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "rng": rng_state(),
+            "noise_generator": self.noise_generator.get_state(),
+            "train_seconds": self.train_seconds, "config": self.cfg.to_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+        }
+
+    def load_state_dict(self, checkpoint: dict[str, Any], step: int, source: Path) -> None:
+        """Continue from `checkpoint` (of `step`, read from `source`): weights, optimizer, RNGs.
+        A checkpoint of another model layout is one `CheckpointError`."""
+        missing = [k for k in ("optimizer", "rng", "noise_generator") if k not in checkpoint]
+        if missing:
+            raise CheckpointError(f"{source} is not a training checkpoint (it has no "
+                                  f"{', '.join(missing)}){NEW_RUN_HINT}")
+        load_weights(self.model, checkpoint["model"], source, NEW_RUN_HINT)
+        if self.ema is not None:  # a run that had no EMA yet starts it from the current weights
+            load_weights(self.ema, checkpoint.get("ema", checkpoint["model"]), source,
+                         NEW_RUN_HINT)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source} was written by another model layout (optimizer: "
+                                  f"{exc}){NEW_RUN_HINT}") from None
+        set_rng_state(checkpoint["rng"])
+        self.noise_generator.set_state(checkpoint["noise_generator"])
+        self.step = step
+        self.train_seconds = float(checkpoint.get("train_seconds", 0.0))
+
+
+def check_options(cfg: TrainConfig, device: torch.device, dist_info: Distributed) -> None:
+    """Refuse settings this process cannot run (before anything is written)."""
+    dist_info.part(cfg.batch_size)  # the global batch splits evenly over the processes
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ConfigError("cuda_graphs needs a CUDA device")
+
+
+def build_state(cfg: TrainConfig, device: torch.device,
+                dist_info: Distributed | None = None) -> TrainState:
+    """The model of `cfg` on `device` with its speed settings, optimizer, EMA and noise
+    generator, at step 0 (the model's initial weights come from torch's global RNG)."""
+    dist_info = dist_info or Distributed()
+    check_options(cfg, device, dist_info)
+    model = build_model(cfg.task, cfg.model).to(device)
+    channels_last = cfg.channels_last
+    if channels_last is None:  # where it measured faster (benchmarks/README.md)
+        channels_last = device.type == "cuda" or cfg.task == "set_prediction"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    pad = cfg.pad_last_layer
+    if pad is None:  # where it is meant to help: GPU kernels for 4 output channels are slow
+        pad = 8 if device.type == "cuda" else 0
+    if pad and hasattr(model, "pad_last_layer"):
+        model.pad_last_layer(pad)
+    ema = make_ema(model) if cfg.ema_decay else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-8)
+    forward = model
+    if dist_info.enabled:
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile or cfg.cuda_graphs:  # CUDA graphs come through compile's reduce-overhead
+        forward = torch.compile(forward, mode="reduce-overhead" if cfg.cuda_graphs else None)
+    return TrainState(cfg, device, model, forward, optimizer, ema, memory_format,
+                      torch.Generator().manual_seed(cfg.seed + 1),
+                      dist_info.part(cfg.batch_size))
+
+
+def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
+                 noise: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+    """Forward pass and the official loss of `task` (object discovery: the MSE of the
+    reconstruction; set prediction: the Hungarian-matched Huber loss); returns (loss, output)."""
+    out = model(batch["image"], noise=noise)
+    if task == "object_discovery":
+        return reconstruction_loss(batch["image"], out.recon_combined.float()), out
+    return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
+
+
+def autocast(state: TrainState) -> contextlib.AbstractContextManager:
+    """The run's autocast: bf16 where `cfg.bf16`, else a no-op."""
+    return torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.cfg.bf16)
+
+
+def train_step(state: TrainState, batch: dict[str, torch.Tensor], noise: torch.Tensor,
+               lr: float) -> torch.Tensor:
+    """One optimisation step at learning rate `lr` on a prepared batch (`prepare_batch`) with
+    its slot noise; advances `state.step`. Returns the loss, detached and not read back (reading
+    it waits for the device)."""
+    cfg = state.cfg
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
+        torch.compiler.cudagraph_mark_step_begin()
+    with autocast(state):
+        loss, _ = compute_loss(state.forward, batch, cfg.task, noise)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.optimizer.step()
+    state.step += 1
+    if state.ema is not None:
+        update_ema(state.ema, state.model, ema_decay_at(cfg.ema_decay, state.step))
+    return loss.detach()
+
+
+def infer(state: TrainState, image: torch.Tensor, noise: torch.Tensor) -> Any:
+    """The forward pass alone, as training runs it (compiled, autocast), under inference mode."""
+    if state.cfg.cuda_graphs:
+        torch.compiler.cudagraph_mark_step_begin()
+    with torch.inference_mode(), autocast(state):
+        return state.forward(image, noise=noise)
