@@ -7,9 +7,11 @@
 
 For each model config and arithmetic mode it measures, in a fresh subprocess (clean peak memory,
 no compile cache shared between rows):
-- train images/s: one full official step per batch (forward, loss, backward, Adam), synthetic
-  inputs already on the device (the data pipeline is measured by `loader_throughput.py`);
-- inference images/s: forward only, under `torch.inference_mode`;
+- train images/s: the training step of `slotlab train` (`slotlab.train.step.train_step`: forward,
+  loss, backward, Adam) on a model set up as training sets it up (`build_state`: memory format,
+  padding, compile), synthetic inputs already on the device (the data pipeline is measured by
+  `loader_throughput.py`);
+- inference images/s: forward only, under `torch.inference_mode` (`slotlab.train.step.infer`);
 - peak memory of the training step (CUDA: `max_memory_allocated`; CPU: the process's peak RSS);
 - FLOPs per image of the training step and of the forward, counted by
   `torch.utils.flop_counter.FlopCounterMode` (matmuls and convolutions, 2 per multiply-add);
@@ -30,6 +32,7 @@ the model; the Hungarian matching stays outside), `bf16-cl-pad-compile`, `bf16-c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -42,23 +45,30 @@ from pathlib import Path
 
 import torch
 
-from slotlab.train.loop import cpu_has_native_bf16
+from slotlab.train.config import TrainConfig
+from slotlab.train.runtime import cpu_has_native_bf16
 
 CONFIGS = ["od-official", "sp-official", "quickstart", "cpu-sprites", "cpu-clevr", "cpu-setpred"]
 MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-cl-compile",
          "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
 
 
-def model_config(name: str, device: str) -> tuple[str, dict, int]:
-    """(task, model kwargs, batch size) of a benchmark config on `device`."""
-    from slotlab.train.config import load_preset
+def train_config(name: str, mode: str, device: str) -> TrainConfig:
+    """The training config of a benchmark config (its task, model and batch size on `device`;
+    nothing else of a preset) run in arithmetic `mode`."""
+    from slotlab.train.config import load_preset, make_config
 
     if name == "od-official":
-        return "object_discovery", {}, 64 if device == "cuda" else 8
-    if name == "sp-official":
-        return "set_prediction", {}, 512 if device == "cuda" else 32
-    preset = load_preset(name)
-    return preset["task"], preset.get("model") or {}, int(preset["batch_size"])
+        task, model, batch_size = "object_discovery", {}, 64 if device == "cuda" else 8
+    elif name == "sp-official":
+        task, model, batch_size = "set_prediction", {}, 512 if device == "cuda" else 32
+    else:
+        preset = load_preset(name)
+        task, model, batch_size = preset["task"], preset.get("model"), int(preset["batch_size"])
+    return make_config(task=task, model=model, batch_size=batch_size, device=device,
+                       bf16=mode.startswith("bf16"), channels_last="-cl" in mode,
+                       pad_last_layer=8 if "-pad" in mode else 0,
+                       compile=mode.endswith("compile"), cuda_graphs=mode.endswith("graphs"))
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, tf32: bool = False) -> float:
@@ -102,17 +112,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def synthetic_batch(task: str, model, batch: int, device: torch.device, channels_last: bool):
-    h, w = model.config["resolution"]
+def synthetic_batch(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """A batch of random images in [-1, 1] (and set-prediction targets) shaped as `cfg`'s."""
+    h, w = cfg.model.resolution
     g = torch.Generator().manual_seed(0)
-    image = (torch.rand(batch, 3, h, w, generator=g) * 2 - 1).to(device)
-    if channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
-    out = {"image": image}
-    if task == "set_prediction":
-        target = torch.rand(batch, 10, 19, generator=g)
-        target[:, :, -1] = (torch.rand(batch, 10, generator=g) < 0.6).float()
-        out["target"] = target.to(device)
+    out = {"image": torch.rand(cfg.batch_size, 3, h, w, generator=g) * 2 - 1}
+    if cfg.task == "set_prediction":
+        target = torch.rand(cfg.batch_size, 10, 19, generator=g)
+        target[:, :, -1] = (torch.rand(cfg.batch_size, 10, generator=g) < 0.6).float()
+        out["target"] = target
     return out
 
 
@@ -122,76 +130,47 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     top kernels of `steps` training steps (torch.profiler, by self device time)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from slotlab.models import build_model
-    from slotlab.train.loop import compute_loss
+    from slotlab.train.step import build_state, infer, train_step
 
     device = torch.device(device_name)
-    task, kwargs, batch_size = model_config(config, device.type)
-    torch.manual_seed(0)
-    model = build_model(task, **kwargs).to(device)
-    channels_last = "-cl" in mode
-    bf16 = mode.startswith("bf16")
+    cfg = train_config(config, mode, device.type)
+    task, batch_size, lr = cfg.task, cfg.batch_size, 1e-4
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if "-pad" in mode and hasattr(model, "pad_last_layer"):
-        model.pad_last_layer(8)
-    graphs = mode.endswith("graphs")
-    forward = model
-    if mode.endswith("compile") or graphs:
-        forward = torch.compile(model, mode="reduce-overhead" if graphs else None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    data = synthetic_batch(task, model, batch_size, device, channels_last)
-    k, d = model.slot_attention.num_slots, model.slot_attention.slot_size
-    noise = torch.randn(batch_size, k, d, device=device)
+    torch.manual_seed(0)
+    state = build_state(cfg, device)
+    data = state.prepare_batch(synthetic_batch(cfg))
+    noise = state.draw_noise()
 
-    def train_step() -> None:
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = compute_loss(forward, data, task, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def infer() -> None:
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                    enabled=bf16):
-            forward(data["image"], noise=noise)
-
-    # FLOPs of the plain model (compile would hide the ops from the counter). The inference pass
-    # is counted with autograd on (and no backward): under no_grad or inference_mode a view of a
-    # parameter (the learned initial slots expanded over the batch) is a leaf that requires grad
-    # without a gradient edge, and the counter's module tracker fails on it (torch 2.13:
-    # "Expected gradient function to be set"). Should the counter fail on another model, the
-    # speeds are still measured and the FLOPs left out.
+    # FLOPs of the plain model (compile would hide the ops from the counter): one training step
+    # through the uncompiled model (Adam's updates are not matmuls or convolutions, so they add
+    # nothing). The inference pass is counted with autograd on (and no backward): under no_grad
+    # or inference_mode a view of a parameter (the learned initial slots expanded over the batch)
+    # is a leaf that requires grad without a gradient edge, and the counter's module tracker
+    # fails on it (torch 2.13: "Expected gradient function to be set"). Should the counter fail
+    # on another model, the speeds are still measured and the FLOPs left out.
     try:
         counter = FlopCounterMode(display=False)
-        with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = compute_loss(model, data, task, noise)
-            loss.backward()
+        with counter:
+            train_step(dataclasses.replace(state, forward=state.model), data, noise, lr)
         train_flops = counter.get_total_flops() / batch_size
         counter = FlopCounterMode(display=False)
         with counter:
-            model(data["image"], noise=noise)
+            state.model(data["image"], noise=noise)
         infer_flops = counter.get_total_flops() / batch_size
     except AssertionError as exc:
         print(f"note: no FLOP count for {config} ({exc})", file=sys.stderr)
         train_flops = infer_flops = math.nan
-    optimizer.zero_grad(set_to_none=True)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(warmup):
-        train_step()
+        train_step(state, data, noise, lr)
     sync(device)
     warmup_s = time.perf_counter() - t0
     t = time.perf_counter()
     for _ in range(steps):
-        train_step()
+        train_step(state, data, noise, lr)
     sync(device)
     train_ips = steps * batch_size / (time.perf_counter() - t)
     if device.type == "cuda":
@@ -199,11 +178,11 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     else:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     for _ in range(max(1, warmup)):
-        infer()
+        infer(state, data["image"], noise)
     sync(device)
     t = time.perf_counter()
     for _ in range(steps):
-        infer()
+        infer(state, data["image"], noise)
     sync(device)
     infer_ips = steps * batch_size / (time.perf_counter() - t)
     if profile:
@@ -214,7 +193,7 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
                                                else [])
         with torch_profile(activities=activities) as prof:
             for _ in range(steps):
-                train_step()
+                train_step(state, data, noise, lr)
             sync(device)
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(f"top kernels of {steps} training steps, {config} {mode}:", file=sys.stderr)
