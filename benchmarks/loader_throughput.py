@@ -3,11 +3,11 @@
     python benchmarks/loader_throughput.py [--num 256] [--sprites-num 2048] [--batch-size 64]
 
 Builds, in a temporary directory, caches of `procedural` at 128x128 (object discovery) and of
-`procedural-sprites` at 64x64, then times `make_loader(..., shuffle=True)` (what training uses)
-with 0 and 2 workers over: the source spec, the cache (float samples) and the cache with
-`as_uint8=True` (uint8 samples, normalised later on the GPU). Each loader first runs one
-untimed epoch (worker start-up, page cache), then timed epochs until at least `--seconds` have
-passed, so the numbers are steady-state rates.
+`procedural-sprites` at 64x64, then times the loader `slotlab train` reads its batches from
+(`slotlab.train.batches.training_batches`) with 0 and 2 workers over: the source spec, the cache
+(float samples) and the cache with `as_uint8=True` (uint8 samples, normalised later on the GPU).
+Each loader first runs one untimed epoch (worker start-up, page cache), then timed epochs until
+at least `--seconds` have passed, so the numbers are steady-state rates.
 """
 
 from __future__ import annotations
@@ -20,22 +20,27 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from slotlab.data import build_dataset, make_loader
+from slotlab.data import build_dataset
 from slotlab.data.cache import CacheDataset, write_cache
+from slotlab.train.batches import training_batches
+from slotlab.train.config import TrainConfig
 
 
 def loader_rate(dataset: Dataset, batch_size: int, workers: int, seconds: float) -> float:
-    """Steady-state images/s of a shuffling training loader over `dataset`."""
-    loader = make_loader(dataset, batch_size, shuffle=True, num_workers=workers)
-    for _ in loader:  # warm-up epoch: worker start-up, page cache
-        pass
-    seen, start = 0, time.perf_counter()
-    while True:
-        for batch in loader:
-            seen += batch["image"].shape[0]
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return seen / elapsed
+    """Steady-state images/s of the training loader over `dataset` (batches in training's
+    shuffled step order)."""
+    cfg = TrainConfig(batch_size=batch_size, num_workers=workers)
+    per_epoch = len(dataset) // batch_size
+    with training_batches(cfg, dataset, 0, (0, batch_size), pin_memory=False) as batches:
+        for _ in range(per_epoch):  # warm-up epoch: worker start-up, page cache
+            next(batches)
+        seen, start = 0, time.perf_counter()
+        while True:
+            for _ in range(per_epoch):
+                seen += next(batches)["image"].shape[0]
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return seen / elapsed
 
 
 def main() -> None:
