@@ -1,7 +1,6 @@
 """Procedural CLEVR-style scenes: sampling, rendering, the in-memory dataset, the CLEVR layout
 on disk and the `slotlab data generate|show` commands."""
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -283,35 +282,55 @@ def test_regenerating_replaces_the_split_and_object_range(tmp_path, capsys):
     assert "cannot write" in capsys.readouterr().err
 
 
-def _digest(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
+PINNED = Path(__file__).resolve().parents[1] / "fixtures" / "procedural"
 
 
-# Exact outputs of the sampler and renderer (sha256 prefixes): a change here changes the data
-# every procedural dataset and every generated directory holds.
-PINNED = {
-    "scene0": "91df3525685ce80a",
-    "render0": "417d6ab35d624000",
-    "scene1": "d18ba21000639d03",
-    "render1": "031080644c7157c8",
-    "object_discovery": "9034560220e27cab",
-    "set_prediction": "cb99a3a13801e922",
-}
+def _close_json(got, want, path="scene"):
+    """Equal structure and strings; numbers equal up to float round-off (CPUs differ in the last
+    bits of numpy's vectorised maths)."""
+    if isinstance(want, dict):
+        assert sorted(got) == sorted(want), path
+        for key in want:
+            _close_json(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close_json(g, w, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9), path
+    else:
+        assert got == want, path
+
+
+def _close_pixels(got, want, name):
+    """Rendered pixels equal but for rare rounding flips: at most 0.5% of the values and by at
+    most 2 levels of 255 (a renderer or sampler change moves far more)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, name
+    diff = np.abs(got - want)
+    scale = 2 / 255 if want.dtype.kind == "f" or np.abs(want).max() <= 1 else 2
+    assert (diff > 1e-6).mean() <= 0.005 and diff.max() <= scale + 1e-6, name
 
 
 def test_outputs_are_pinned():
-    got = {}
+    """The sampler's scenes and the renderer's pixels are what slotlab generated when they were
+    pinned (tests/fixtures/procedural): a change here changes the data every procedural dataset
+    and every generated directory holds."""
+    pinned = np.load(PINNED / "pinned.npz")
     for i in (0, 1):
         scene = procedural_scene(3, "train", i, image_size=(96, 64))
-        text = json.dumps(scene_to_json(scene), sort_keys=True)
-        got[f"scene{i}"] = hashlib.sha256(text.encode()).hexdigest()[:16]
-        got[f"render{i}"] = _digest(*render_scene(scene, 96, 64))
+        want = json.loads((PINNED / f"scene{i}.json").read_text())
+        _close_json(json.loads(json.dumps(scene_to_json(scene))), want)
+        image, mask = render_scene(scene, 96, 64)
+        _close_pixels(image, pinned[f"render{i}_image"], f"render{i} image")
+        assert (mask != pinned[f"render{i}_mask"]).mean() <= 0.005
     for task in ("object_discovery", "set_prediction"):
         sample = ProceduralClevrDataset("val", task, num=3, seed=1, resolution=(32, 32))[2]
-        got[task] = _digest(*(sample[key] for key in sorted(sample)))
-    assert got == PINNED
+        for key, value in sample.items():
+            want = pinned[f"{task}_{key}"]
+            if key == "image":
+                _close_pixels(value.numpy(), want, f"{task} image")
+            elif key == "mask":
+                assert (value.numpy() != want).mean() <= 0.005
+            else:
+                np.testing.assert_allclose(value.numpy(), want, rtol=0, atol=1e-6)
