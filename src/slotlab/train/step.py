@@ -28,6 +28,7 @@ from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
 from slotlab.train.runtime import Distributed, rng_state, set_rng_state
 
 NEW_RUN_HINT = "; start a new run with --out"
+TRAINED_TASKS = ("object_discovery", "set_prediction")  # the tasks with a loss here
 
 
 @dataclass
@@ -98,6 +99,9 @@ class TrainState:
 
 def check_options(cfg: TrainConfig, device: torch.device, dist_info: Distributed) -> None:
     """Refuse settings this process cannot run (before anything is written)."""
+    if cfg.task not in TRAINED_TASKS:
+        raise ConfigError(f"the training loop trains {' and '.join(TRAINED_TASKS)}, "
+                          f"not {cfg.task}")
     dist_info.part(cfg.batch_size)  # the global batch splits evenly over the processes
     if cfg.cuda_graphs and device.type != "cuda":
         raise ConfigError("cuda_graphs needs a CUDA device")
@@ -140,7 +144,9 @@ def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
     out = model(batch["image"], noise=noise)
     if task == "object_discovery":
         return reconstruction_loss(batch["image"], out.recon_combined.float()), out
-    return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
+    if task == "set_prediction":
+        return hungarian_huber_loss(out.predictions.float(), batch["target"]), out
+    raise ConfigError(f"no training loss for task {task}")
 
 
 def autocast(state: TrainState) -> contextlib.AbstractContextManager:
