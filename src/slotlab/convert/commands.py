@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-iterations", type=int, default=None)
     p.set_defaults(func=run)
 
+    from slotlab.convert.savi import register_savi
+
+    register_savi(sub)
+
 
 def run(args: argparse.Namespace) -> int:
     from slotlab.models.pretrained import save_pretrained
