@@ -22,11 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from slotlab.convert.commands import register as register_convert
     from slotlab.data.commands import register as register_data
+    from slotlab.report.commands import register as register_report
     from slotlab.train.commands import register as register_train
 
     register_convert(sub)
     register_data(sub)
     register_train(sub)
+    register_report(sub)
     return parser
 
 
