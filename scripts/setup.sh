@@ -10,3 +10,10 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 "$PY" -m pip install --quiet -e ".[dev]"
 "$PY" -c "import torch, slotlab; print(f'[setup] slotlab {slotlab.__version__}, torch {torch.__version__}')"
+# Optional: headless Chromium (Debian's package) for the report's browser tests
+# (tests/report/test_browser.py skip cleanly without it); the package lists are updated if needed.
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
+  apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+    || echo "[setup] chromium not installed: browser tests will skip"
+fi
