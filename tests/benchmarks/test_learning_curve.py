@@ -32,8 +32,8 @@ def write_run(run_dir: Path, evals: list[tuple[int, float, float, float]]) -> Pa
 
 
 def test_variants_combine_and_unknown_names_are_refused(lc):
-    settings = lc.variant_settings("mixture+batch8+directions")
-    assert settings == {"model": {"decoder_slot_directions": True}, "mixture_sigma": 0.2,
+    settings = lc.variant_settings("locality+batch8+clip")
+    assert settings == {"model": {"attention_locality": True}, "grad_clip": 0.05,
                         "batch_size": 8}
     assert lc.parse_variant("clip+ema") == "clip+ema"
     with pytest.raises(argparse.ArgumentTypeError, match="unknown variant nope"):
