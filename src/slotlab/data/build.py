@@ -4,6 +4,8 @@ Spec strings:
 
     procedural                 CLEVR-style scenes generated on the fly (no download)
     procedural-sprites         2-D sprites generated on the fly (no download)
+    procedural-video           CLEVR-style videos (objects sliding on the floor) for SAVi
+    procedural-video-sprites   sprite videos (moving, bouncing, occluding) for SAVi
     clevr:PATH                 raw CLEVR v1.0 directory (or the procedural generator's output)
     clevr-with-masks:PATH      DeepMind multi_object_datasets TFRecord
     multi-dsprites:PATH        DeepMind TFRecord (variant from `variant=` or the file name)
@@ -32,7 +34,7 @@ from slotlab.data.options import SPLITS, normalize_split
 from slotlab.errors import ConfigError, DataError
 from slotlab.tasks import normalize_task
 
-NO_PATH_KINDS = ("procedural", "procedural-sprites")
+NO_PATH_KINDS = ("procedural", "procedural-sprites", "procedural-video", "procedural-video-sprites")
 PATH_KINDS = (
     "clevr",
     "clevr-with-masks",
@@ -59,6 +61,8 @@ EXTRA_SPLITS = {"tfds-clevr": ("train_eval", "train_all")}
 _CLASSES = {
     "procedural": ("slotlab.data.procedural", "ProceduralClevrDataset"),
     "procedural-sprites": ("slotlab.data.sprites", "ProceduralSpritesDataset"),
+    "procedural-video": ("slotlab.data.video_clevr", "ProceduralVideoDataset"),
+    "procedural-video-sprites": ("slotlab.data.video_sprites", "ProceduralVideoSpritesDataset"),
     "clevr": ("slotlab.data.clevr", "ClevrDataset"),
     "clevr-with-masks": ("slotlab.data.multi_object", "MultiObjectDataset"),
     "multi-dsprites": ("slotlab.data.multi_object", "MultiObjectDataset"),
