@@ -52,10 +52,10 @@ class ObjectDiscoveryOutput:
     masks: torch.Tensor  # [B, K, 1, H, W] softmax over slots
     slots: torch.Tensor  # [B, K, D]
     attention: torch.Tensor  # [B, K, N] last iteration, softmax over slots
-    mask_logits: torch.Tensor  # [B, K, 1, H, W] before the softmax (float32)
     attention_per_iteration: list[torch.Tensor] | None = None  # T x [B, K, N] if asked
     positions: torch.Tensor | None = None  # [B, K, 2] slot positions (invariant model only)
     scales: torch.Tensor | None = None  # [B, K, 2] slot scales (invariant model only)
+    mask_logits: torch.Tensor | None = None  # [B, K, 1, H, W] before the softmax (float32)
 
 
 def conv_encoder(
