@@ -17,6 +17,15 @@ SET_PREDICTION_MODEL = {
 }
 
 
+VIDEO_MODEL = {
+    "resolution": [32, 32], "slot_size": 16, "encoder_channels": [8, 8],
+    "encoder_mlp_hidden_size": 16, "initializer": "boxes", "initializer_hidden_size": 16,
+    "predictor_heads": 2, "predictor_mlp_size": 16, "decoder_channels": [8, 8],
+    "decoder_strides": [2, 1],
+}
+VIDEO_DATA = "procedural-video-sprites"
+
+
 def _train_object_discovery(root: Path) -> Path:
     data, preset = write_folder(root / "data"), write_preset(root / "tiny.yaml")
     run = root / "od"
@@ -60,4 +69,27 @@ def sp_report(sp_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report_sp_page")
     assert main(["report", str(sp_run), "--out", str(out), "--num", str(NUM_IMAGES),
                  "--iterations", ",".join(map(str, ITERATIONS))]) == 0
+    return out / "index.html"
+
+
+@pytest.fixture(scope="session")
+def video_model(tmp_path_factory) -> Path:
+    """A tiny untrained SAVi model directory (training has no video loop yet)."""
+    pytest.importorskip("slotlab.models.savi")
+    pytest.importorskip("slotlab.data.video_sprites")
+    import torch
+
+    from slotlab.models import build_model
+    from slotlab.models.pretrained import save_pretrained
+
+    torch.manual_seed(0)
+    return save_pretrained(build_model("video", VIDEO_MODEL),
+                           tmp_path_factory.mktemp("report_video") / "model")
+
+
+@pytest.fixture(scope="session")
+def video_report(video_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report_video_page")
+    assert main(["report", str(video_model), "--data", VIDEO_DATA, "--out", str(out),
+                 "--num", "2"]) == 0
     return out / "index.html"

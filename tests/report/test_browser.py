@@ -103,6 +103,26 @@ def test_dropping_a_slot_recombines_in_the_page(od_report, tmp_path):
     assert changed >= len(drops)  # the drops changed the probed pixels
 
 
+def test_video_frames_and_dropped_slots(video_report, tmp_path):
+    data = page_data(video_report.read_text())
+    k, frame = data["num_slots"], 2
+    probes = [(0, 3, 4), (0, 20, 30), (1, 10, 10)]
+    dom = dump_dom(tmp_path, video_report, f"test-frame={frame}&test-drop=0:1,0:3&test-probe="
+                   + ";".join(f"{i}:{y}:{x}" for i, y, x in probes))
+    assert page_errors(dom) == []
+    results = read_results(dom)
+    assert results["errors"] == [] and results["frame"] == frame
+    assert results["images"] == 2 and results["slots"] == [k, k]
+    assert results["kept"][0] == [j for j in range(k) if j not in (1, 3)]
+    for probe, (i, y, x) in zip(results["probes"], probes):
+        entry = data["images"][i]["per_t"][0]
+        rgb, logits = unpack(entry["rgb"])[frame], unpack(entry["logits"])[frame]
+        expected = recombine(rgb, logits, results["kept"][i])[:, y, x]
+        np.testing.assert_allclose(probe["value"], expected, rtol=0, atol=1e-9)
+        assert probe["pixel"] == to_byte(expected).astype(int).tolist()
+    assert 'id="frame-slider"' in dom and 'id="frame-play"' in dom
+
+
 def test_set_prediction_page_loads(sp_report, tmp_path):
     dom = dump_dom(tmp_path, sp_report, "test=1")
     assert page_errors(dom) == []

@@ -17,7 +17,7 @@ from slotlab.report import build_report, pack, recombine, unpack
 from slotlab.report.build import VIDEO_ERROR, parse_iterations
 from slotlab.train.checkpoint import load_model
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
-from tests.report.conftest import ITERATIONS, NUM_IMAGES
+from tests.report.conftest import ITERATIONS, NUM_IMAGES, VIDEO_DATA
 from tests.report.helpers import page_data
 
 K = 4
@@ -182,12 +182,14 @@ def test_recorded_untrained_figures_are_used(od_run, tmp_path):
     assert "untrained: recorded by the run" in html
 
 
-def test_user_errors_are_one_line(tmp_path, capsys, od_run):
+def test_user_errors_are_one_line(tmp_path, capsys, od_run, monkeypatch):
     video = tmp_path / "video"
     video.mkdir()
     (video / "config.yaml").write_text("task: video\ndata: procedural\n")
-    assert main(["report", str(video), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {VIDEO_ERROR}"
+    with monkeypatch.context() as patch:  # a slotlab without the video model
+        patch.setattr("slotlab.report.build.video_supported", lambda: False)
+        assert main(["report", str(video), "--out", str(tmp_path / "o")]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {VIDEO_ERROR}"
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
@@ -201,3 +203,36 @@ def test_user_errors_are_one_line(tmp_path, capsys, od_run):
     assert parse_iterations("5, 1,3,3") == [1, 3, 5]
     with pytest.raises(SlotlabError):
         parse_iterations("-1")
+
+
+def test_video_page(video_report, video_model, tmp_path, capsys):
+    """A SAVi model's clips: every frame's slots (decoded flow and mask logits) recombine into
+    the model's decoded flow; the corrector's attention and the true masks of every frame."""
+    html = video_report.read_text()
+    assert external_references(html) == []
+    data = page_data(html)
+    assert data["task"] == "video" and data["target"] == "flow" and len(data["images"]) == 2
+    model, _ = load_model(video_model, "cpu")
+    dataset = build_dataset(VIDEO_DATA, "val", "video", resolution=(32, 32))
+    items = [dataset[i] for i in range(2)]
+    with torch.no_grad():
+        out = model(torch.stack([it["video"] for it in items]),
+                    boxes=torch.stack([it["boxes"] for it in items]))
+    frames, k = out.mask_logits.shape[1:3]
+    assert data["num_slots"] == k
+    for i, clip in enumerate(data["images"]):
+        assert clip["frames"] == frames and len(clip["per_t"]) == 1
+        entry = clip["per_t"][0]
+        assert entry["rgb"]["shape"] == [frames, k, 3, 32, 32]
+        assert entry["logits"]["shape"] == [frames, k, 32, 32]
+        assert entry["attention"]["shape"] == [frames, 1, k, 32, 32]
+        np.testing.assert_array_equal(unpack(clip["mask"]), items[i]["masks"].numpy())
+        rgb, logits = unpack(entry["rgb"]), unpack(entry["logits"])
+        for f in range(frames):
+            np.testing.assert_allclose(recombine(rgb[f], logits[f], list(range(k))),
+                                       out.target[i, f].numpy() * 2 - 1, atol=0.02)
+        assert {"fg_ari", "mbo", "mse"} <= set(entry["metrics"])
+    assert "1 per frame" in html
+    assert main(["report", str(video_model), "--data", VIDEO_DATA, "--out", str(tmp_path),
+                 "--iterations", "2"]) == 2
+    assert "--iterations does not apply to a video model" in capsys.readouterr().err

@@ -11,7 +11,10 @@ What is computed (`collect`):
 * for the first N images of the data and every asked number of test-time iterations T: the
   input, the ground-truth mask, each slot's RGB and mask logits (object discovery), the
   predictions with their Hungarian match to the ground truth (set prediction), and the attention
-  of every iteration, placed on the pixels.
+  of every iteration, placed on the pixels;
+* for a video model (SAVi, `slotlab.models.savi`), the first N clips instead: every frame, its
+  true masks and flow, each slot's decoded target and mask logits and the corrector's attention
+  on every frame (`video_views`). The untrained figures of video runs are only the recorded ones.
 
 Arrays go into the page quantised (`pack`): `{"q": "u8" | "u16", "lo", "step", "shape", "data"}`
 with `data` the base64 of the little-endian unsigned integers q in C order, and the value
@@ -44,7 +47,14 @@ from slotlab.schema import to_dict
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
 
 VIDEO_ERROR = "video runs are not supported by report yet"
-TASKS = ("object_discovery", "set_prediction")
+TASKS = ("object_discovery", "set_prediction", "video")
+
+
+def video_supported() -> bool:
+    """Whether this slotlab has the video model (SAVi, `slotlab.models.savi`)."""
+    from slotlab.models import MODELS
+
+    return "video" in MODELS
 
 # Slot k's colour everywhere in the page (cycled after 20): distinct hues, light to dark.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -126,7 +136,7 @@ def check_task(path: Path) -> None:
         task = (yaml.safe_load(config.read_text()) or {}).get("task")
     except (yaml.YAMLError, OSError, AttributeError, UnicodeDecodeError):
         return  # load_model reports what is wrong with the file
-    if str(task).strip().lower() == "video":
+    if str(task).strip().lower() == "video" and not video_supported():
         raise SlotlabError(VIDEO_ERROR)
 
 
@@ -175,7 +185,7 @@ def curves(task: str, train: list[dict], evals: list[dict]) -> list[dict[str, An
     plots = []
     loss = [(r["step"], r["loss"]) for r in train if _finite(r.get("loss"))]
     plots.append({"title": "training loss", "key": "loss", "series": [("loss", loss)]})
-    if task == "object_discovery":
+    if task != "set_prediction":  # object discovery and video: segmentation figures
         for key, title in (("fg_ari", "FG-ARI"), ("mbo", "mBO")):
             points = [(r["step"], r[key]) for r in evals if _finite(r.get(key))]
             plots.append({"title": f"{title} ({_split_name(evals)})", "key": key,
@@ -395,6 +405,100 @@ def _views_at(model: nn.Module, task: str, batch: dict[str, Any], image: torch.T
     return entries
 
 
+def load_video_batch(dataset: Dataset, indices: range,
+                     resolution: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Clips of a video dataset (`slotlab.data.video` items) collated: video [B, T, 3, H, W] in
+    [0, 1] at the model's resolution, instance masks [B, T, H, W], first-frame boxes / points
+    and the flow target `flow_rgb`, where the items have them."""
+    items = []
+    for i in indices:
+        item = dict(dataset[i])
+        if "video" not in item:
+            raise DataError(f"{type(dataset).__name__} does not yield videos (no 'video' key); "
+                            "pass --data with a video dataset")
+        video = torch.as_tensor(item["video"]).float()
+        kept = {"video": video}
+        for key in ("masks", "boxes", "points", "flow_rgb"):
+            if key in item:
+                kept[key] = torch.as_tensor(item[key])
+        if tuple(video.shape[-2:]) != tuple(resolution):
+            kept["video"] = resize_image(video, tuple(resolution)).clamp(0.0, 1.0)
+            if "flow_rgb" in kept:
+                kept["flow_rgb"] = resize_image(kept["flow_rgb"].float(), tuple(resolution))
+            if "masks" in kept:
+                kept["masks"] = torch.stack([resize_mask(m, tuple(resolution))
+                                             for m in kept["masks"]])
+        items.append(kept)
+    return default_collate(items)
+
+
+@torch.no_grad()
+def video_views(model: nn.Module, batch: dict[str, torch.Tensor], seed: int,
+                device: torch.device, chunk: int = 4) -> list[dict[str, Any]]:
+    """Per clip: its frames and ground truth, and what SAVi makes of every frame: each slot's
+    decoded target (the flow as RGB, or the frames) and mask logits, the corrector's attention,
+    and the clip's FG-ARI / mBO (over all its frames at once) and the decoded target's MSE.
+    Values in [0, 1] go into the page as [-1, 1] (x * 2 - 1), the images' range, so that the page
+    draws and recombines them alike."""
+    model.eval()
+    config = model.config
+    video = batch["video"]
+    n, frames = video.shape[:2]
+    initializer = getattr(config, "initializer", "gaussian")
+    generator = torch.Generator().manual_seed(seed)
+    if initializer in ("boxes", "points") and initializer not in batch:
+        raise DataError(f"this SAVi model starts from the first frame's {initializer}, which "
+                        "the data does not have")
+    truth = "flow_rgb" if getattr(config, "target", "frames") == "flow" else "video"
+    views = []
+    for start in range(0, n, chunk):
+        part = slice(start, min(n, start + chunk))
+        kwargs: dict[str, Any] = {}
+        if initializer in ("boxes", "points"):
+            kwargs[initializer] = batch[initializer][part].float().to(device)
+        elif initializer == "gaussian":
+            kwargs["slots"] = model.initial_slots(video[part].shape[0], generator=generator)
+        out = model(video[part].to(device), **kwargs)
+        k = out.mask_logits.shape[2]
+        h, w = config.resolution
+        for j in range(out.mask_logits.shape[0]):
+            i = start + j
+            view: dict[str, Any] = {
+                "frames": int(frames),
+                "input": pack_integers(to_byte(video[i].numpy() * 2 - 1), 8, -1.0, 2.0 / 255.0),
+                "per_t": [],
+            }
+            entry: dict[str, Any] = {
+                "iterations": int(config.num_iterations),
+                "rgb": pack(out.readouts[j].float().cpu().numpy() * 2 - 1, 8),
+                "logits": pack(out.mask_logits[j, :, :, 0].float().cpu().numpy(), 16),
+            }
+            attention = out.attention[j].float().cpu()  # [T, K, N]
+            if attention.shape[-1] == h * w:  # the encoder keeps the resolution (SAVi's does)
+                entry["attention"] = pack_integers(
+                    np.rint(attention.reshape(frames, 1, k, h, w).clamp(0, 1).numpy() * 255), 8,
+                    0.0, 1.0 / 255.0)
+            metrics: dict[str, float] = {}
+            if truth in batch:
+                target = batch[truth][i].float()
+                metrics["mse"] = float(((out.target[j].float().cpu() - target) ** 2).mean())
+                if truth == "flow_rgb":
+                    view["target_truth"] = pack_integers(to_byte(target.numpy() * 2 - 1), 8,
+                                                         -1.0, 2.0 / 255.0)
+            if "masks" in batch:
+                ids = batch["masks"][i]
+                view["mask"] = pack_integers(ids.numpy(), 8 if int(ids.max()) < 256 else 16)
+                masks = out.masks[j, :, :, 0].float().cpu()  # [T, K, H, W]
+                clip = masks.permute(1, 0, 2, 3).reshape(1, k, frames * h, w)
+                seg = segmentation_metrics(ids.reshape(1, frames * h, w), clip)
+                metrics.update({key: float(v[0]) for key, v in seg.items()})
+            entry["metrics"] = {key: (None if math.isnan(v) else round(v, 6))
+                                for key, v in metrics.items()}
+            view["per_t"].append(entry)
+            views.append(view)
+    return views
+
+
 # ------------------------------------------------------------------------------------------------
 # The report
 # ------------------------------------------------------------------------------------------------
@@ -478,15 +582,18 @@ def collect(path: str | Path, data: str | None = None, num: int = 8,
     device_obj = _device(device)
     model, info = load_model(path, device_obj)
     task = info.get("task")
-    if task not in TASKS:
+    if task not in TASKS or (task == "video" and not video_supported()):
         raise SlotlabError(VIDEO_ERROR if str(task) == "video" else
                            f"{path} holds a {task} model, which report cannot show")
     model.eval()
     config = info.get("config")
     train, evals = read_records(path)
     model_config = to_dict(model.config)
-    trained_t, eval_t = model.config.num_iterations, (model.config.test_iterations
-                                                      or model.config.num_iterations)
+    trained_t = model.config.num_iterations
+    eval_t = getattr(model.config, "test_iterations", None) or trained_t
+    if task == "video" and asked and asked != [trained_t]:
+        raise ConfigError(f"--iterations does not apply to a video model: SAVi runs its "
+                          f"{trained_t} Slot Attention iteration(s) on every frame")
     iterations_list = asked or sorted({trained_t, eval_t})
     default_t = eval_t if eval_t in iterations_list else iterations_list[-1]
     seed = int(seed if seed is not None else (config or {}).get("seed", 0))
@@ -505,16 +612,30 @@ def collect(path: str | Path, data: str | None = None, num: int = 8,
     split = split or (config or {}).get("eval_split", "val")
     dataset, split = open_dataset(data, split, task, options)
     n = min(num, len(dataset))
-    batch = load_batch(dataset, range(n), model.config.resolution)
-    views = image_views(model, task, batch, iterations_list, seed, device_obj)
+    if task == "video":
+        views = video_views(model, load_video_batch(dataset, range(n), model.config.resolution),
+                            seed, device_obj)
+        num_slots = views[0]["per_t"][0]["logits"]["shape"][1] if views else \
+            model.config.num_slots
+    else:
+        batch = load_batch(dataset, range(n), model.config.resolution)
+        views = image_views(model, task, batch, iterations_list, seed, device_obj)
+        num_slots = model.num_slots
 
     keys = metric_keys(evals)
-    untrained = (untrained_figures(config, model, evals, (dataset, split), device_obj)
-                 if config else None)
-    trained = {"values": evals[-1], "source": f"the run's evaluation at step {evals[-1]['step']}"
-               f" ({evals[-1].get('num_images', '?')} {evals[-1]['split']} images)"} \
-        if evals else None
-    if trained is None and config:
+    untrained = trained = None
+    if task != "video":  # figures of video models: the run's own records only
+        untrained = (untrained_figures(config, model, evals, (dataset, split), device_obj)
+                     if config else None)
+    for record in reversed(evals):
+        if isinstance(record.get("untrained"), dict):
+            untrained = {"values": record["untrained"], "source": "recorded by the run"}
+            break
+    if evals:
+        trained = {"values": evals[-1], "source": f"the run's evaluation at step "
+                   f"{evals[-1]['step']} ({evals[-1].get('num_images', '?')} "
+                   f"{evals[-1]['split']} images)"}
+    elif config and task != "video":
         batch_size = min(int(config.get("batch_size", 32)), 64)
         values = evaluate_figures(model, dataset, task, int(config.get("eval_num", 256)), seed,
                                   batch_size, device_obj)
@@ -543,7 +664,8 @@ def collect(path: str | Path, data: str | None = None, num: int = 8,
             "task": task,
             "height": int(model.config.resolution[0]),
             "width": int(model.config.resolution[1]),
-            "num_slots": int(model.num_slots),
+            "num_slots": int(num_slots),
+            "target": getattr(model.config, "target", None),
             "palette": [list(c) for c in PALETTE],
             "iterations": iterations_list,
             "default_iterations": default_t,

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "click to drop it and see the image recombined without it), the segmentation against "
         "the ground truth and the attention of every iteration, for each asked number of "
         "test-time iterations; for set prediction each slot's predicted object beside its "
-        "matched ground truth.",
+        "matched ground truth; for video (SAVi) the clips frame by frame with their slots.",
     )
     p.add_argument("path", metavar="RUN", help="training run directory (or a model directory "
                    "with --data)")

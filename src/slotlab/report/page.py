@@ -196,6 +196,8 @@ def _facts(report: dict[str, Any]) -> str:
     t = model.get("num_iterations")
     if model.get("test_iterations"):
         t = f"{t} (training), {model['test_iterations']} (evaluation)"
+    elif report["task"] == "video":
+        t = f"{t} per frame"
     rows = [
         ("run", report["path"]),
         ("task", report["task"].replace("_", " ")),
@@ -257,6 +259,9 @@ def _evaluation(report: dict[str, Any]) -> str:
 
 
 def _curves(report: dict[str, Any]) -> str:
+    if not any(points for plot in report["curves"] for _, points in plot["series"]):
+        return ('<p class="note" id="curves">No training records (RUN/metrics.jsonl): a model '
+                "directory, or a run that has not logged yet.</p>")
     untrained = (report["untrained"] or {}).get("values", {})
     plots = []
     for plot in report["curves"]:
@@ -272,13 +277,20 @@ def render_page(report: dict[str, Any]) -> str:
     task = report["task"]
     step = f", step {report['step']}" if report["step"] is not None else ""
     title = f"slotlab report: {report['title']}"
-    help_text = (
-        "Hover a slot to see its pixels in the input and its attention; click a slot to drop it "
-        "(or keep it again): the recombined image is recomputed here from the slots' RGB and "
-        "mask logits, with a softmax over the kept slots."
-        if task == "object_discovery" else
-        "Each slot's predicted object beside the ground-truth object the training loss matches "
-        "it to (Hungarian matching). Hover a slot to see its attention on the input.")
+    help_text = {
+        "object_discovery":
+            "Hover a slot to see its pixels in the input and its attention; click a slot to drop "
+            "it (or keep it again): the recombined image is recomputed here from the slots' RGB "
+            "and mask logits, with a softmax over the kept slots.",
+        "set_prediction":
+            "Each slot's predicted object beside the ground-truth object the training loss "
+            "matches it to (Hungarian matching). Hover a slot to see its attention on the input.",
+        "video":
+            "Play a clip (or drag the frame slider) to see every frame with its slots. Hover a "
+            "slot to see its pixels in the frame and its attention; click a slot to drop it (or "
+            "keep it again): the recombined target is recomputed here from the slots' decoded "
+            "target and mask logits, with a softmax over the kept slots.",
+    }.get(task, "")
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -292,7 +304,7 @@ def render_page(report: dict[str, Any]) -> str:
         '<section id="run"><h2>Run</h2>', _facts(report), "</section>",
         '<section id="evaluation"><h2>Evaluation</h2>', _evaluation(report), "</section>",
         '<section id="learning-curves"><h2>Learning curves</h2>', _curves(report), "</section>",
-        '<section id="images"><h2>Images</h2>',
+        f'<section id="images"><h2>{"Clips" if task == "video" else "Images"}</h2>',
         f'<p class="help">{_e(help_text)}</p>',
         '<div class="controls" id="controls"></div>',
         '<div id="image-list"></div></section>',

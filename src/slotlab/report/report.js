@@ -5,8 +5,9 @@
  * little-endian unsigned integers (u8 or u16) in the base64 `data`, C order of `shape`.
  *
  * Test hook (used by the browser test, handled after the first drawing): the URL hash
- *   #test-iterations=T&test-drop=I:K,I:K&test-hover=I:K&test-probe=I:Y:X;I:Y:X
- * selects T iterations, clicks slot K of image I (the same click handler as a user's click),
+ *   #test-frame=F&test-iterations=T&test-drop=I:K,I:K&test-hover=I:K&test-probe=I:Y:X;I:Y:X
+ * shows frame F (video), selects T iterations, clicks slot K of image I (the same click handler
+ * as a user's click),
  * hovers slots (a mouseenter event), and
  * writes into the element #test-results a JSON object with the number of images and slots, the
  * kept slots, and for each probe the recombined image's float RGB at pixel (Y, X) of image I and
@@ -18,15 +19,20 @@
   var DATA = JSON.parse(document.getElementById("report-data").textContent);
   var H = DATA.height, W = DATA.width, K = DATA.num_slots, HW = H * W;
   var SCALE = Math.max(1, Math.ceil(128 / Math.max(H, W)));
-  var OD = DATA.task === "object_discovery";
+  var VIDEO = DATA.task === "video";
+  var OD = !VIDEO ? DATA.task === "object_discovery" : true;  // slots drawn as images
   var state = {
     t: Math.max(0, DATA.iterations.indexOf(DATA.default_iterations)),
+    frame: 0,      // video: the frame shown
+    timer: null,   // video: the player's interval
+    full: [],      // per image: per iteration index: the decoded arrays (all frames)
     kept: [],      // per image: K booleans
     hover: [],     // per image: the hovered slot or -1
     cache: [],     // per image: per iteration index: decoded arrays and masks
     cards: [],     // per image: its canvases and slot elements
     input: [],     // per image: decoded input [3, H, W] bytes
-    mask: []       // per image: ground-truth ids [H, W] or null
+    mask: [],      // per image: ground-truth ids [H, W] (video: [T, H, W]) or null
+    targetTruth: [] // per clip: the true decoder target (flow as RGB) bytes, or null
   };
 
   // ----------------------------------------------------------------------------------------
@@ -91,22 +97,38 @@
     return out;
   }
 
+  /** The frame of image (clip) i shown now: 0 for still images. */
+  function frameOf(i) { return VIDEO ? Math.min(state.frame, DATA.images[i].frames - 1) : 0; }
+
+  /** A frame's part [f * size, (f + 1) * size) of an array of all frames. */
+  function frameSlice(array, f, size) {
+    return VIDEO ? array.subarray(f * size, (f + 1) * size) : array;
+  }
+
   function entry(i) {
-    var per = state.cache[i], t = state.t;
-    if (!per[t]) {
-      var raw = DATA.images[i].per_t[t], d = { attention: decode(raw.attention) };
-      d.iterations = raw.attention.shape[0];
+    var per = state.cache[i], f = frameOf(i), key = state.t + ":" + f;
+    if (!per[key]) {
+      var raw = DATA.images[i].per_t[state.t], full = state.full[i][state.t];
+      if (!full) {
+        full = state.full[i][state.t] = {
+          attention: raw.attention ? decode(raw.attention) : null,
+          rgb: raw.rgb ? decode(raw.rgb) : null,
+          logits: raw.logits ? decode(raw.logits) : null
+        };
+      }
+      var d = { iterations: raw.attention ? (VIDEO ? 1 : raw.attention.shape[0]) : 0 };
+      d.attention = full.attention ? frameSlice(full.attention, f, K * HW) : null;
       if (OD) {
-        d.rgb = decode(raw.rgb);
-        d.logits = decode(raw.logits);
+        d.rgb = frameSlice(full.rgb, f, K * 3 * HW);
+        d.logits = frameSlice(full.logits, f, K * HW);
         var all = [];
         for (var k = 0; k < K; k++) all.push(true);
         d.masks = softmaxMasks(d.logits, all);
         d.recon = combine(d.rgb, d.masks, all);
       }
-      per[t] = d;
+      per[key] = d;
     }
-    return per[t];
+    return per[key];
   }
 
   // ----------------------------------------------------------------------------------------
@@ -168,15 +190,16 @@
   }
 
   function drawInput(i) {
-    var card = state.cards[i], input = state.input[i], w = highlightWeights(i);
+    var card = state.cards[i], w = highlightWeights(i);
+    var input = frameSlice(state.input[i], frameOf(i), 3 * HW);
     paint(card.input.canvas, function (p, out) {
       var f = w ? 0.2 + 0.8 * w[p] : 1;
       out[0] = Math.round(input[p] * f);
       out[1] = Math.round(input[HW + p] * f);
       out[2] = Math.round(input[2 * HW + p] * f);
     });
-    card.input.caption.textContent = state.hover[i] < 0 ? "input" :
-      "input: slot " + state.hover[i];
+    var name = VIDEO ? "frame " + (frameOf(i) + 1) : "input";
+    card.input.caption.textContent = state.hover[i] < 0 ? name : name + ": slot " + state.hover[i];
   }
 
   function drawAttention(i) {
@@ -185,7 +208,8 @@
     while (row.firstChild) row.removeChild(row.firstChild);
     card.attention = [];
     for (var t = 0; t < d.iterations; t++) {
-      var fig = figure("attention " + (t + 1) + (hover < 0 ? "" : ": slot " + hover));
+      var fig = figure((VIDEO ? "attention, frame " + (frameOf(i) + 1) : "attention " + (t + 1)) +
+                       (hover < 0 ? "" : ": slot " + hover));
       row.appendChild(fig.node);
       card.attention.push(fig);
       var base = t * K * HW;
@@ -228,7 +252,7 @@
       var c = colour(seg[p]), f = edge(seg, p) ? 0.55 : 1;
       out[0] = Math.round(c[0] * f); out[1] = Math.round(c[1] * f); out[2] = Math.round(c[2] * f);
     });
-    var ids = state.mask[i];
+    var ids = state.mask[i] ? frameSlice(state.mask[i], frameOf(i), HW) : null;
     if (!ids) return;
     // each ground-truth segment in the colour of the slot that covers most of it
     var votes = {}, owner = {}, p, id;
@@ -292,7 +316,7 @@
     if ("fg_ari" in m) parts.push("FG-ARI " + formatMetric(m.fg_ari));
     if ("mbo" in m) parts.push("mBO " + formatMetric(m.mbo));
     if ("ari" in m) parts.push("ARI " + formatMetric(m.ari));
-    parts.push("MSE " + (m.mse === null ? "—" : m.mse.toExponential(2)));
+    if ("mse" in m) parts.push("MSE " + (m.mse === null ? "—" : m.mse.toExponential(2)));
     card.metrics.textContent = parts.join(" · ");
   }
 
@@ -331,8 +355,14 @@
     drawAttention(i);
     drawMetrics(i);
     if (OD) {
-      var d = entry(i);
-      paintFloat(state.cards[i].recon.canvas, d.recon);
+      var d = entry(i), card = state.cards[i];
+      paintFloat(card.recon.canvas, d.recon);
+      if (card.targetTruth) {
+        var truth = frameSlice(state.targetTruth[i], frameOf(i), 3 * HW);
+        paint(card.targetTruth.canvas, function (p, out) {
+          out[0] = truth[p]; out[1] = truth[HW + p]; out[2] = truth[2 * HW + p];
+        });
+      }
       drawRecombined(i);
       drawSegmentation(i);
       drawSlots(i);
@@ -364,8 +394,70 @@
     for (var i = 0; i < DATA.images.length; i++) drawImage(i);
   }
 
+  function setFrame(f) {
+    state.frame = f;
+    var slider = document.getElementById("frame-slider");
+    slider.value = String(f);
+    document.getElementById("frame-label").textContent = (f + 1) + " / " + (Number(slider.max) + 1);
+    for (var i = 0; i < DATA.images.length; i++) drawImage(i);
+  }
+
+  function buildPlayer(box) {
+    var frames = Math.max.apply(null, DATA.images.map(function (im) { return im.frames; }));
+    var group = el("fieldset", "player");
+    group.appendChild(el("legend", "", "frame"));
+    var play = el("button", "", "play");
+    play.type = "button";
+    play.id = "frame-play";
+    var slider = document.createElement("input");
+    slider.type = "range";
+    slider.id = "frame-slider";
+    slider.min = "0";
+    slider.max = String(Math.max(0, frames - 1));
+    slider.value = "0";
+    slider.addEventListener("input", function () { setFrame(Number(slider.value)); });
+    play.addEventListener("click", function () {
+      if (state.timer !== null) {
+        clearInterval(state.timer);
+        state.timer = null;
+        play.textContent = "play";
+      } else {
+        state.timer = setInterval(function () { setFrame((state.frame + 1) % frames); }, 500);
+        play.textContent = "pause";
+      }
+    });
+    group.appendChild(play);
+    group.appendChild(slider);
+    var label = el("span", "", "1 / " + frames);
+    label.id = "frame-label";
+    group.appendChild(label);
+    box.appendChild(group);
+    box.appendChild(el("span", "note", DATA.iterations[0] + " Slot Attention iteration(s) " +
+                       "per frame"));
+  }
+
   function buildControls() {
     var box = document.getElementById("controls");
+    if (VIDEO) {
+      buildPlayer(box);
+    } else {
+      buildIterations(box);
+    }
+    if (OD) {
+      var reset = el("button", "", "keep all slots");
+      reset.type = "button";
+      reset.addEventListener("click", function () {
+        for (var i = 0; i < DATA.images.length; i++) {
+          for (var k = 0; k < K; k++) state.kept[i][k] = true;
+          drawRecombined(i);
+          drawSlots(i);
+        }
+      });
+      box.appendChild(reset);
+    }
+  }
+
+  function buildIterations(box) {
     var group = el("fieldset", "iterations");
     group.appendChild(el("legend", "", "test-time iterations"));
     DATA.iterations.forEach(function (t, index) {
@@ -381,18 +473,6 @@
       group.appendChild(label);
     });
     box.appendChild(group);
-    if (OD) {
-      var reset = el("button", "", "keep all slots");
-      reset.type = "button";
-      reset.addEventListener("click", function () {
-        for (var i = 0; i < DATA.images.length; i++) {
-          for (var k = 0; k < K; k++) state.kept[i][k] = true;
-          drawRecombined(i);
-          drawSlots(i);
-        }
-      });
-      box.appendChild(reset);
-    }
   }
 
   function slotLabel(k, text) {
@@ -409,15 +489,20 @@
     var info = DATA.images[i], card = { slots: [] };
     var node = el("article", "image-card");
     node.setAttribute("data-image", String(i));
-    var head = el("h3", "", "image " + i);
+    var head = el("h3", "", (VIDEO ? "clip " : "image ") + i);
     card.metrics = el("span", "image-metrics");
     head.appendChild(card.metrics);
     node.appendChild(head);
     var main = el("div", "row");
-    card.input = figure("input");
+    card.input = figure(VIDEO ? "frame 1" : "input");
     main.appendChild(card.input.node);
     if (OD) {
-      card.recon = figure("reconstruction");
+      var decoded = VIDEO ? "decoded " + (DATA.target === "flow" ? "flow" : "frames") : "";
+      card.recon = figure(VIDEO ? decoded + " (all slots)" : "reconstruction");
+      if (info.target_truth) {
+        card.targetTruth = figure("true " + (DATA.target === "flow" ? "flow" : "target"));
+        main.appendChild(card.targetTruth.node);
+      }
       card.recombined = figure("recombined (all slots)", "recombined");
       card.segmentation = figure("segmentation (argmax of masks)");
       [card.recon, card.recombined, card.segmentation].forEach(function (f) {
@@ -460,7 +545,11 @@
       }
       node.appendChild(table);
     }
-    node.appendChild(el("div", "row-label", "attention of every iteration (slot colours mixed)"));
+    if (info.per_t[0].attention) {
+      node.appendChild(el("div", "row-label", VIDEO ?
+        "the corrector's attention on this frame (slot colours mixed)" :
+        "attention of every iteration (slot colours mixed)"));
+    }
     card.attentionRow = el("div", "row attention");
     node.appendChild(card.attentionRow);
     card.slots.forEach(function (s, k) {
@@ -485,10 +574,12 @@
   // ----------------------------------------------------------------------------------------
   function runTestHook() {
     var params = new URLSearchParams(window.location.hash.slice(1));
-    var asked = ["test", "test-iterations", "test-drop", "test-probe", "test-hover"].some(function (name) {
+    var asked = ["test", "test-iterations", "test-drop", "test-probe", "test-hover",
+                 "test-frame"].some(function (name) {
       return params.has(name);
     });
     if (!asked) return;
+    if (VIDEO && params.get("test-frame")) setFrame(Number(params.get("test-frame")));
     if (params.get("test-iterations")) {
       setIterations(DATA.iterations.indexOf(Number(params.get("test-iterations"))));
     }
@@ -515,6 +606,7 @@
       slots: state.cards.map(function (c) { return c.node.querySelectorAll(".slot").length; }),
       attention: state.cards.map(function (c) { return c.attention.length; }),
       iterations: DATA.iterations[state.t],
+      frame: state.frame,
       kept: state.kept.map(function (kept) {
         return kept.map(function (v, k) { return v ? k : -1; }).filter(function (k) {
           return k >= 0;
@@ -537,6 +629,8 @@
     state.hover.push(-1);
     state.cache.push([]);
     state.input.push(integers(info.input));
+    state.full.push([]);
+    state.targetTruth.push(info.target_truth ? integers(info.target_truth) : null);
     state.mask.push(info.mask ? integers(info.mask) : null);
     var card = buildCard(i);
     state.cards.push(card);
