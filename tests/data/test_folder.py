@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from slotlab.data import ImageFolderDataset, clevr_preprocess
-from slotlab.data.folder import center_square
+from slotlab.data.folder import HELD_OUT, center_box, held_out
 from slotlab.data.preprocess import crop, resize_mask
 from slotlab.errors import ConfigError, DataError
 
@@ -53,7 +53,7 @@ def write_folder(root: Path, masks: bool = False) -> dict[str, dict]:
 
 def test_folder_without_masks_sorted_and_preprocessed(tmp_path):
     written = write_folder(tmp_path)
-    ds = ImageFolderDataset(tmp_path, resolution=(32, 32))
+    ds = ImageFolderDataset(tmp_path, "all", resolution=(32, 32), crop="full")
     names = [p.name for p in ds.image_paths]
     assert names == ["a_rgb.png", "b_grey.png", "c_rgba.png", "d_photo.jpg"]
     assert not ds.has_masks and len(ds) == 4
@@ -72,11 +72,11 @@ def test_folder_without_masks_sorted_and_preprocessed(tmp_path):
 
 def test_folder_with_masks_and_centre_crop(tmp_path):
     written = write_folder(tmp_path, masks=True)
-    ds = ImageFolderDataset(tmp_path, resolution=(16, 16), crop="center")
+    ds = ImageFolderDataset(tmp_path, "all", resolution=(16, 16), crop="center")
     assert ds.has_masks
     for item, path in enumerate(ds.image_paths):
         ids = written[path.name]["ids"]
-        box = center_square(*ids.shape)
+        box = center_box(*ids.shape, 1.0)
         sample = ds[item]
         mask = sample["mask"]
         assert mask.dtype == torch.int64 and mask.shape == (16, 16)
@@ -93,11 +93,11 @@ def test_folder_with_masks_and_centre_crop(tmp_path):
 def test_fixed_crop_box_and_flat_folder(tmp_path):
     rgb = smooth_image(40, 60, 0)
     Image.fromarray(rgb).save(tmp_path / "x.png")
-    ds = ImageFolderDataset(tmp_path, resolution=(8, 8), crop=(4, 36, 10, 42))
+    ds = ImageFolderDataset(tmp_path, "all", resolution=(8, 8), crop=(4, 36, 10, 42))
     assert ds.image_dir == tmp_path and len(ds) == 1
     expected = clevr_preprocess(rgb, "object_discovery", (8, 8), (4, 36, 10, 42))
     torch.testing.assert_close(ds[0]["image"], expected)
-    too_big = ImageFolderDataset(tmp_path, crop=(0, 50, 0, 50))
+    too_big = ImageFolderDataset(tmp_path, "all", crop=(0, 50, 0, 50))
     with pytest.raises(DataError, match=r"x\.png is 40x60 \(height x width\), too small"):
         too_big[0]
     with pytest.raises(ConfigError, match="crop"):
@@ -112,7 +112,7 @@ def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(DataError, match=r"images holds no \.png, \.jpg or \.jpeg"):
         ImageFolderDataset(tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"empty has no images/ subfolder"):
+    with pytest.raises(DataError, match=r"empty holds no .*and has no images/ subfolder"):
         ImageFolderDataset(tmp_path / "empty")
 
 
@@ -126,7 +126,7 @@ def test_missing_mask_is_an_error(tmp_path):
 def test_mask_size_mismatch_names_the_mask(tmp_path):
     write_folder(tmp_path, masks=True)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "masks" / "a_rgb.png")
-    ds = ImageFolderDataset(tmp_path)
+    ds = ImageFolderDataset(tmp_path, "all")
     with pytest.raises(DataError, match=r"masks.a_rgb\.png is 10x10 but its image"):
         ds[0]
 
@@ -139,7 +139,7 @@ def test_corrupt_files_name_the_file(tmp_path, damage):
     path.write_bytes(
         b"\xff\xd8\xff" + b"\x00" * 64 if damage == "garbage" else data[: len(data) // 3]
     )
-    ds = ImageFolderDataset(tmp_path)
+    ds = ImageFolderDataset(tmp_path, "all")
     with pytest.raises(DataError, match=r"d_photo\.jpg is corrupt or truncated"):
         ds[3]
 
@@ -148,3 +148,55 @@ def test_set_prediction_is_refused(tmp_path):
     write_folder(tmp_path)
     with pytest.raises(DataError, match="no set-prediction targets"):
         ImageFolderDataset(tmp_path, task="set_prediction")
+
+
+def test_flat_folder_split_is_deterministic_disjoint_and_stable(tmp_path):
+    """A flat folder holds out the files whose name hashes into the first tenth: train and val
+    are disjoint, cover "all", do not depend on the other files, and read the same twice."""
+    (tmp_path / "images").mkdir()
+    for i in range(60):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "images" / f"{i:03d}.png")
+    train = ImageFolderDataset(tmp_path, "train", resolution=(8, 8))
+    val = ImageFolderDataset(tmp_path, "val", resolution=(8, 8))
+    every = ImageFolderDataset(tmp_path, "all", resolution=(8, 8))
+    assert set(train.image_paths).isdisjoint(val.image_paths)
+    assert sorted(train.image_paths + val.image_paths) == every.image_paths
+    assert [p.name for p in val.image_paths] == [
+        p.name for p in every.image_paths if held_out(p.name) < HELD_OUT]
+    assert 1 <= len(val) < 20
+    assert ImageFolderDataset(tmp_path, "val").image_paths == val.image_paths
+    for i in range(60, 90):  # more files: the old ones keep their side
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / f"{i:03d}.png")
+    grown = ImageFolderDataset(tmp_path, "val", resolution=(8, 8))
+    assert set(val.image_paths) <= set(grown.image_paths)
+    with pytest.raises(DataError, match="no split directories"):
+        ImageFolderDataset(tmp_path, "test")
+
+
+def test_split_directories_as_the_generator_writes_them(tmp_path):
+    from slotlab.cli import main
+
+    out = tmp_path / "sprites"
+    for split, num in (("train", 6), ("val", 3)):
+        assert main(["data", "generate", "--style", "sprites", "--out", str(out), "--num",
+                     str(num), "--split", split, "--resolution", "32"]) == 0
+    train = ImageFolderDataset(out, "train", resolution=(32, 32))
+    val = ImageFolderDataset(out, "val", resolution=(32, 32))
+    assert len(train) == 6 and len(val) == 3 and train.has_masks and val.has_masks
+    assert set(train.image_paths).isdisjoint(val.image_paths)
+    assert len(ImageFolderDataset(out, "all")) == 9
+    assert val[0]["mask"].max() >= 1
+    with pytest.raises(DataError, match="has the splits train, val"):
+        ImageFolderDataset(out, "test")
+
+
+def test_non_square_images_are_centre_cropped_or_padded_never_squashed(tmp_path):
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, 10:30] = 255  # a white square in the middle of a wide image
+    Image.fromarray(rgb).save(tmp_path / "wide.png")
+    crop = ImageFolderDataset(tmp_path, "all", resolution=(10, 10))[0]["image"]
+    assert crop.min() == 1.0  # default "center": the white middle only
+    pad = ImageFolderDataset(tmp_path, "all", resolution=(10, 10), crop="pad")[0]["image"]
+    assert pad.shape == (3, 10, 10) and pad[:, 5, 0].max() == -1.0 and pad[:, 5, 5].min() == 1.0
+    full = ImageFolderDataset(tmp_path, "all", resolution=(10, 10), crop="full")[0]["image"]
+    assert full[:, 5, 0].max() == -1.0 and full[:, 5, 2].min() > -1.0  # squashed on request

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from slotlab.cli import main
+from slotlab.data.folder import ImageFolderDataset
 from slotlab.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from slotlab.train.config import TrainConfig, learning_rate, list_presets, load_preset
 from tests.train.helpers import TINY_ARGS, TINY_MODEL, write_folder, write_preset
@@ -61,7 +62,9 @@ def test_run_directory_contents(setup, tmp_path, capsys):
     assert main(["eval", str(run), "--num", "8", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"ari", "fg_ari", "mbo", "miou", "mse"} <= set(result)
-    assert 0 <= result["num_images"] == 8
+    held_out = ImageFolderDataset(data, "val")  # the folder's held-out tenth, not training images
+    assert result["split"] == "val" and result["num_images"] == len(held_out) < 8
+    assert set(result["untrained"]) >= {"fg_ari", "mbo", "mse"}
     assert json.loads((run / "eval.json").read_text())["fg_ari"] == result["fg_ari"]
 
 

@@ -55,7 +55,7 @@ MULTI_DSPRITES_VARIANTS = (
     "multi_dsprites_colored_on_grayscale",
     "multi_dsprites_colored_on_colored",
 )  # Split names some kinds accept besides train / val / test.
-EXTRA_SPLITS = {"tfds-clevr": ("train_eval", "train_all")}
+EXTRA_SPLITS = {"tfds-clevr": ("train_eval", "train_all"), "folder": ("all",)}
 
 # kind -> (module, class) of its dataset.
 _CLASSES = {
@@ -147,13 +147,52 @@ def _multi_dsprites_variant(path: Path, options: dict[str, Any]) -> str:
     )
 
 
+# Arguments a dataset class takes that are not user options.
+_NOT_OPTIONS = {"self", "root", "path", "data_dir", "name", "split", "task", "split_ranges",
+                "progress", "source_options"}
+
+
+def kind_options(spec_or_kind: str) -> tuple[str, ...]:
+    """The options a dataset kind takes (e.g. folder: resolution, crop)."""
+    kind = spec_or_kind if spec_or_kind in _CLASSES else parse_spec(spec_or_kind)[0]
+    params = inspect.signature(_load_class(kind).__init__).parameters
+    names = [n for n, p in params.items() if n not in _NOT_OPTIONS
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return tuple(names) + (("variant",) if kind == "multi-dsprites" else ())
+
+
+def check_options(spec: str, options: dict[str, Any]) -> None:
+    """One ConfigError line naming an option that the kind of `spec` does not take."""
+    kind, _ = parse_spec(spec)
+    accepted = kind_options(kind)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"dataset kind {kind!r} does not take the option {unknown[0]!r}; it takes: "
+            f"{', '.join(accepted)}"
+        )
+
+
+def options_for(spec: str, options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`options` split into those the kind of `spec` takes and the names of the others (for
+    options written for other data, e.g. a preset's generator settings used with a folder)."""
+    accepted = set(kind_options(spec))
+    return ({k: v for k, v in options.items() if k in accepted},
+            sorted(k for k in options if k not in accepted))
+
+
 def _construct(kind: str, cls: type, args: tuple, kwargs: dict[str, Any]) -> Dataset:
     """Call `cls(*args, **kwargs)` after checking the options fit its signature."""
     try:
         inspect.signature(cls).bind(*args, **kwargs)
-    except TypeError as err:
+    except TypeError:
+        given = set(kwargs) - _NOT_OPTIONS
+        accepted = kind_options(kind)
+        unknown = sorted(given - set(accepted))
         raise ConfigError(
-            f"bad options for dataset kind {kind!r} ({cls.__name__}): {err}"
+            f"dataset kind {kind!r} does not take the option {unknown[0]!r}; it takes: "
+            f"{', '.join(accepted)}" if unknown else
+            f"bad options for dataset kind {kind!r}: {sorted(given)}"
         ) from None
     except ValueError:  # no signature available: let the call itself decide
         pass
@@ -169,7 +208,8 @@ def build_dataset(
         spec: e.g. "procedural", "clevr:~/data/CLEVR_v1.0", "folder:photos".
         split: "train", "val" (alias "validation") or "test"; passed on as "train"/"val"/"test".
             tfds-clevr also takes "train_eval" and "train_all" (see `TFDSClevrDataset`). A folder
-            has no splits and ignores it.
+            takes "all" too (`ImageFolderDataset`: its split directories, or a fixed held-out
+            part of a flat folder).
         task: "object_discovery" or "set_prediction" (dashes allowed).
         **options: passed to the dataset class (e.g. resolution=(128, 128) as (height, width)
             or one int, crop=None, max_objects=6; `variant=` for multi-dsprites).
@@ -193,7 +233,7 @@ def build_dataset(
     if kind in NO_PATH_KINDS:
         return _construct(kind, cls, (), {"split": split, "task": task, **options})
     if kind == "folder":
-        return _construct(kind, cls, (path,), {"task": task, **options})
+        return _construct(kind, cls, (path,), {"split": split, "task": task, **options})
     if kind == "multi-dsprites":
         name = _multi_dsprites_variant(path, options)
         return _construct(kind, cls, (path, name), {"split": split, "task": task, **options})

@@ -16,6 +16,7 @@ from slotlab.data.build import default_num_workers
 from slotlab.errors import ConfigError, SlotlabError
 from slotlab.train.checkpoint import list_checkpoints
 from slotlab.train.config import TrainConfig
+from slotlab.train.evaluate import data_options
 from slotlab.train.runtime import loader_worker_init
 
 
@@ -52,7 +53,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
 def build_train_dataset(cfg: TrainConfig) -> Dataset:
     """The training split of `cfg.data` (a cache is read as uint8, normalised on the device)."""
-    options = cfg.data_options.kwargs()
+    options = data_options(cfg, cfg.data)
     if cfg.data.startswith("cache:"):
         options.setdefault("as_uint8", True)
     dataset = build_dataset(cfg.data, "train", cfg.task, **options)

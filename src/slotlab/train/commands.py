@@ -102,7 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "model) or a model directory on held-out data; writes PATH/eval.json.")
     e.add_argument("path", help="RUN_DIR or MODEL_DIR")
     e.add_argument("--data", help="data spec (default: the run's training data)")
-    e.add_argument("--split", default="val", help="split to score (default val)")
+    e.add_argument("--split", default=None,
+                   help="split to score (default: val; a folder given with --data: all)")
+    e.add_argument("--checkpoint", metavar="STEP|PATH",
+                   help="score this checkpoint of the run (default: the newest)")
     e.add_argument("--num", type=int, default=None, help="number of images (default: all)")
     e.add_argument("--batch-size", type=int, default=32, help="evaluation batch size")
     e.add_argument("--seed", type=int, default=0, help="slot-noise seed")
@@ -137,8 +140,13 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     data_options = {"resolution": model["resolution"]} if "resolution" in model else {}
     training = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig)
                 if f.name not in NOT_FLAGS and f.name in given}
-    return make_config(args.preset, task=task, data=args.data, model=model,
-                       data_options=data_options, **training)
+    cfg = make_config(args.preset, task=task, data=args.data, model=model,
+                      data_options=data_options, **training)
+    dropped = sorted(set(base.get("data_options") or {}) - set(cfg.data_options.kwargs()))
+    if args.data and dropped:
+        print(f"note: {args.data} does not take the preset's data options "
+              f"{', '.join(dropped)}; they are left out", file=sys.stderr)
+    return cfg
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -147,8 +155,23 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = train_config_from_args(args)
     result = train(cfg, Path(args.out), progress=not args.no_progress)
     if result:
-        print(json.dumps({"run_dir": str(args.out), **result}))
+        print(final_table(cfg.task, result))
     return 0
+
+
+def final_table(task: str, metrics: dict) -> str:
+    """The run's last evaluation beside the untrained model's: the task's headline metrics."""
+    from slotlab.train.evaluate import HEADLINE
+
+    untrained = metrics.get("untrained") or {}
+    rows = [("metric", "trained", "untrained")]
+    for key, name in HEADLINE[task]:
+        if key in metrics:
+            rows.append((name, f"{metrics[key]:.4f}", f"{untrained[key]:.4f}"
+                         if key in untrained else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
 
 
 def format_table(metrics: dict) -> str:
@@ -158,36 +181,90 @@ def format_table(metrics: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _load_for_eval(args: argparse.Namespace, device: Any) -> tuple[Any, dict]:
+    """The model `slotlab eval` scores: the run's newest checkpoint (or final model), a model
+    directory, or with --checkpoint STEP|PATH that checkpoint of the run."""
+    from slotlab.train.checkpoint import (
+        checkpoint_path,
+        list_checkpoints,
+        load_checkpoint,
+        load_model,
+        load_weights,
+    )
+
+    model, info = load_model(args.path, device=device)
+    if args.checkpoint is None:
+        return model, info
+    if info["config"] is None:
+        raise ConfigError(f"{args.path} is a model directory: --checkpoint needs a run directory")
+    if args.checkpoint.isdigit():
+        path = checkpoint_path(Path(args.path), int(args.checkpoint))
+        if not path.is_file():
+            steps = [str(step) for step, _ in list_checkpoints(Path(args.path))]
+            raise ConfigError(f"{args.path} has no checkpoint of step {args.checkpoint}; it has "
+                              f"steps {', '.join(steps) or 'none'}")
+    else:
+        path = Path(args.checkpoint)
+        if not path.is_file():
+            raise ConfigError(f"checkpoint {path} does not exist")
+    state = load_checkpoint(path)
+    load_weights(model, state.get("ema", state["model"]), path)
+    return model.to(device).eval(), {**info, "step": state.get("step")}
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from slotlab.data import build_dataset
-    from slotlab.train.checkpoint import load_model
-    from slotlab.train.evaluate import evaluate
-    from slotlab.train.loop import resolve_device
+    from slotlab.data.build import kind_options, options_for, parse_spec
+    from slotlab.io import atomic_write
+    from slotlab.train.config import config_from_dict
+    from slotlab.train.evaluate import (
+        data_options,
+        evaluate,
+        headline,
+        untrained_figures,
+        untrained_model,
+    )
+    from slotlab.train.runtime import resolve_device
 
+    for name in ("num", "batch_size", "num_slots", "num_iterations"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     device = resolve_device(args.device)
-    model, info = load_model(args.path, device=device)
+    model, info = _load_for_eval(args, device)
     spec = args.data or info["data"]
     if not spec:
         raise ConfigError(f"{args.path} does not record its data: pass --data SPEC")
-    options = {k: v for k, v in ((info.get("config") or {}).get("data_options") or {}).items()
-               if v is not None}
-    options.setdefault("resolution", list(model.resolution))
+    kind = parse_spec(spec)[0]
+    split = args.split or ("all" if args.data and kind == "folder" else "val")
+    cfg = config_from_dict(info["config"]) if info["config"] else None
+    if cfg is not None:
+        options = data_options(cfg, spec)
+    else:
+        options = {"resolution": model.resolution} if "resolution" in kind_options(spec) else {}
     if "num" in options:  # the run's `num` sized its training split
-        if spec.startswith("cache:"):  # a cache's split holds what it holds; --num takes the first
+        if kind == "cache":  # a cache's split holds what it holds; --num takes the first
             del options["num"]
         elif args.num:
             options["num"] = min(int(options["num"]), args.num)
-    dataset = build_dataset(spec, args.split, info["task"], **options)
-    metrics = evaluate(model, dataset, info["task"], num=args.num, batch_size=args.batch_size,
-                       seed=args.seed, device=device, num_slots=args.num_slots,
-                       num_iterations=args.num_iterations)
-    result = {"path": str(args.path), "task": info["task"], "data": spec, "split": args.split,
+    options, _ = options_for(spec, options)
+    dataset = build_dataset(spec, split, info["task"], **options)
+    settings = dict(num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
+                    num_slots=args.num_slots, num_iterations=args.num_iterations)
+    metrics = evaluate(model, dataset, info["task"], **settings)
+    fresh = untrained_model(info["task"], model.config, cfg.seed if cfg else 0)
+    metrics["untrained"] = untrained_figures(
+        evaluate(fresh.to(device), dataset, info["task"], **settings))
+    result = {"path": str(args.path), "task": info["task"], "data": spec, "split": split,
               "step": info["step"], **metrics}
     out = Path(args.path) / "eval.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    text = json.dumps(result, indent=2) + "\n"
+    atomic_write(out, lambda f: f.write(text.encode()))
     if args.json:
         print(json.dumps(result))
     else:
-        print(format_table(result))
+        print(f"{spec} {split}, {metrics['num_images']} images, step {info['step']}: "
+              + headline(info["task"], metrics))
+        print(format_table({k: v for k, v in result.items() if k != "untrained"}))
         print(f"(written to {out})", file=sys.stderr)
     return 0

@@ -83,6 +83,9 @@ class TrainConfig:
     eval_every: int = option(5_000, "steps between evaluations")
     eval_num: int = option(256, "held-out images per evaluation")
     eval_split: str = option("val", "split evaluated during training")
+    eval_data: str | None = option(
+        None, "data spec evaluated during training (default: the held-out split of --data; a "
+        "folder given here is evaluated whole)")
     image_every: int = option(5_000, "steps between slot pictures")
     checkpoint_every: int = option(1_000, "steps between checkpoints")
     keep_checkpoints: int = option(3, "checkpoints kept in the run directory")
@@ -167,7 +170,9 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Preset values, then `overrides` (None values are ignored; `model` and `data_options`
-    mappings update the preset's key by key)."""
+    mappings update the preset's key by key). With other `data` than the preset's, the preset's
+    data options that its kind does not take are left out (e.g. a generator's `num` with a
+    folder); options given in `overrides` are always kept (and checked by the dataset)."""
     values: dict[str, Any] = {}
     if preset:
         values.update(load_preset(preset))
@@ -178,6 +183,13 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
         if key in ("model", "data_options") and isinstance(value, dict):
             value = {**(values.get(key) or {}), **value}
         values[key] = value
+    new_data = overrides.get("data")
+    if preset and new_data and values.get("data_options"):  # the preset's options, other data
+        from slotlab.data.build import options_for
+
+        kept, _ = options_for(new_data, {k: v for k, v in values["data_options"].items()
+                                         if k not in (overrides.get("data_options") or {})})
+        values["data_options"] = {**kept, **(overrides.get("data_options") or {})}
     return config_from_dict(values)
 
 

@@ -24,10 +24,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from slotlab.data import build_dataset
+from slotlab.data.build import check_options, kind_options, options_for, parse_spec
 from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError, DataError
 from slotlab.metrics import average_precision_all, segmentation_errors, segmentation_metrics
 from slotlab.metrics.ap import COORD_SCALE, discrete_attributes
+from slotlab.models import build_model
 from slotlab.models.object_discovery import cells_to_pixels, config_cell_pixels
 from slotlab.train.config import TrainConfig
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
@@ -193,19 +195,73 @@ def evaluate(
     return result
 
 
-def build_eval_dataset(cfg: TrainConfig, train_set: Dataset) -> tuple[Dataset, str]:
-    """The held-out split a run evaluates on, and its name (the training split, with a note,
-    where the data has none). A `num` data option sizes the training set; evaluation reads only
-    the first `eval_num` items, so only those are asked of the held-out split (a cache's val
-    split can be that small)."""
+def data_options(cfg: TrainConfig, spec: str) -> dict[str, Any]:
+    """The data options `spec` is built with: the run's (for other data than the run's own,
+    those its kind takes), and the model's resolution where none is set (images are resized to
+    what the model reads). An option the run's own data does not take is one ConfigError line."""
     options = cfg.data_options.kwargs()
+    if spec == cfg.data:
+        check_options(spec, options)
+    else:
+        options, _ = options_for(spec, options)
+    if "resolution" in kind_options(spec):
+        options.setdefault("resolution", cfg.model.resolution)
+    return options
+
+
+def build_eval_dataset(cfg: TrainConfig, train_set: Dataset) -> tuple[Dataset, str]:
+    """The data a run evaluates on and its split: `eval_data` when
+    set (a folder is read whole), else the held-out split of the training data (a flat folder's
+    held-out tenth); the training split, with a note, where the data has none. A `num` option
+    sizes the training set; only the `eval_num` items evaluation reads are asked for."""
+    spec = cfg.eval_data or cfg.data
+    split = "all" if cfg.eval_data and parse_spec(spec)[0] == "folder" else cfg.eval_split
+    options = data_options(cfg, spec)
     if "num" in options:
         options["num"] = min(int(options["num"]), cfg.eval_num)
     try:
-        return build_dataset(cfg.data, cfg.eval_split, cfg.task, **options), cfg.eval_split
+        dataset = build_dataset(spec, split, cfg.task, **options)
     except DataError as exc:
+        if cfg.eval_data:
+            raise
         print(f"note: evaluating on the training split ({exc})", file=sys.stderr)
-        return train_set, "train"
+        dataset, split = train_set, "train"
+    return dataset, split
+
+
+def untrained_model(task: str, config: Any, seed: int) -> nn.Module:
+    """A freshly initialised model of `config` with the weights a run of `seed` starts from
+    (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(task, config)
+
+
+HEADLINE = {"object_discovery": (("fg_ari", "FG-ARI"), ("mbo", "mBO"), ("ari", "ARI"),
+                                 ("mse", "MSE")),
+            "set_prediction": (("ap_inf", "AP@inf"), ("ap_1", "AP@1"), ("ap_0.5", "AP@0.5"))}
+
+
+def headline(task: str, metrics: dict[str, Any]) -> str:
+    """The task's headline metrics in one line, each with the untrained model's figure beside
+    it when `metrics["untrained"]` has it: "FG-ARI 0.912 (untrained 0.571), mBO ..."."""
+    untrained = metrics.get("untrained") or {}
+    parts = []
+    for key, name in HEADLINE.get(task, ()):
+        if key not in metrics:
+            continue
+        text = f"{name} {metrics[key]:.4g}" if key == "mse" else f"{name} {metrics[key]:.3f}"
+        if key in untrained:
+            before = f"{untrained[key]:.4g}" if key == "mse" else f"{untrained[key]:.3f}"
+            text += f" (untrained {before})" if not parts else f" ({before})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def untrained_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of an evaluation worth keeping beside a trained model's."""
+    return {k: v for k, v in metrics.items()
+            if isinstance(v, float) and k not in ("seed",)}
 
 
 @torch.no_grad()
