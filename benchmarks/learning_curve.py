@@ -77,8 +77,8 @@ def parse_variant(name: str) -> str:
     return name
 
 
-def run_one(preset: str, variant: str, seed: int, minutes: float, eval_every: int, out: Path,
-            extra: dict) -> list[dict]:
+def run_one(preset: str, variant: str, seed: int, minutes: float, eval_every: int,
+            run_dir: Path, extra: dict) -> list[dict]:
     from slotlab.train.config import load_preset, make_config
     from slotlab.train.loop import train
 
@@ -89,7 +89,6 @@ def run_one(preset: str, variant: str, seed: int, minutes: float, eval_every: in
     cfg = make_config(preset, model=model, seed=seed, steps=10**9, max_minutes=minutes,
                       eval_every=eval_every, image_every=10**9, checkpoint_every=eval_every,
                       **overrides, **extra)
-    run_dir = out / variant / f"seed{seed}"
     train(cfg, run_dir, progress=False)
     return eval_records(run_dir)
 
@@ -98,6 +97,38 @@ def eval_records(run_dir: Path) -> list[dict]:
     """The evaluation records of a run's metrics.jsonl (the lines with a "split")."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "split" in r]
+
+
+def parse_dataset(text: str) -> tuple[str, str, str | None]:
+    """NAME=SPEC[@EVAL_SPEC] -> (name, training data, evaluation data or None)."""
+    name, sep, specs = text.partition("=")
+    if not sep or not name or not specs:
+        raise argparse.ArgumentTypeError(
+            f"datasets look like NAME=SPEC or NAME=SPEC@EVAL_SPEC, got {text!r}")
+    data, _, eval_data = specs.partition("@")
+    return name, data, eval_data or None
+
+
+def bind_minutes(records: list[dict], metric: str, level: float) -> str:
+    """Training minutes to the first evaluation at or above `level`."""
+    hit = next((r for r in records if r[metric] >= level), None)
+    return "no" if hit is None else f"{hit['train_minutes']:.1f}"
+
+
+def dataset_table(results: dict[str, dict[int, list[dict]]], metric: str, level: float) -> str:
+    """One row per dataset and seed: the final evaluation (FG-ARI or AP, mBO), the untrained
+    model's figure on the same images, and the minutes until the metric first reached `level`."""
+    second = "ap_1" if metric == "ap_inf" else "mbo"
+    rows = [f"| dataset | seed | steps | minutes | {metric} | {second} | untrained {metric} | "
+            f"minutes to {metric} >= {level} |", "|---|---|---|---|---|---|---|---|"]
+    for name, by_seed in results.items():
+        for seed, recs in by_seed.items():
+            last = recs[-1]
+            untrained = (last.get("untrained") or {}).get(metric, math.nan)
+            rows.append(f"| {name} | {seed} | {last['step']} | {last['train_minutes']:.1f} | "
+                        f"{last[metric]:.3f} | {last.get(second, math.nan):.3f} | "
+                        f"{untrained:.3f} | {bind_minutes(recs, metric, level)} |")
+    return "\n".join(rows)
 
 
 def metric_name(records: list[dict]) -> str:
@@ -247,6 +278,14 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["baseline"], type=parse_variant,
                         help=f"{', '.join(VARIANTS)}; combine with + (e.g. locality+ema)")
     parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--datasets", nargs="+", type=parse_dataset, metavar="NAME=SPEC[@EVAL]",
+                        help="run the recipe on each dataset (training spec, and the spec it is "
+                        "evaluated on, e.g. black=folder:sw/black_train@folder:sw/black_test); "
+                        "runs go to OUT/NAME/VARIANT/seedK and one table has a row per dataset "
+                        "and seed")
+    parser.add_argument("--bind-at", type=float, default=0.8,
+                        help="the level of FG-ARI (or AP) whose first crossing is reported as "
+                        "the minutes to bind (default 0.8)")
     parser.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
     parser.add_argument("--compare", nargs="+", type=Path, metavar="RUN_DIR",
                         help="train nothing: one summary row per run directory (runs of any "
@@ -277,15 +316,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     results: dict[str, dict[int, list[dict]]] = {}
-    for variant in args.variants:
-        results[variant] = {}
-        for seed in args.seeds:
-            if args.report_only:
-                results[variant][seed] = eval_records(args.out / variant / f"seed{seed}")
-                continue
-            print(f"== {variant}, seed {seed}, {args.minutes} min", file=sys.stderr)
-            results[variant][seed] = run_one(args.preset, variant, seed, args.minutes,
-                                              args.eval_every, args.out, extra)
+    datasets = args.datasets or [(None, None, None)]
+    for name, data, eval_data in datasets:
+        for variant in args.variants:
+            key = variant if name is None else f"{name}/{variant}"
+            results[key] = {}
+            data_extra = {**extra, **({"data": data} if data else {}),
+                          **({"eval_data": eval_data} if eval_data else {})}
+            for seed in args.seeds:
+                run_dir = args.out / key / f"seed{seed}"
+                if not args.report_only:
+                    print(f"== {key}, seed {seed}, {args.minutes} min", file=sys.stderr)
+                    run_one(args.preset, variant, seed, args.minutes, args.eval_every, run_dir,
+                            data_extra)
+                results[key][seed] = eval_records(run_dir)
     empty = [f"{v}/seed{s}" for v, by_seed in results.items() for s, r in by_seed.items() if not r]
     if empty:
         sys.exit(f"no evaluation yet in {', '.join(empty)} under {args.out} (stopped before the "
@@ -297,6 +341,8 @@ def main() -> None:
               if args.report_only else f"{args.minutes}")
     print(f"\npreset {args.preset}, budget {budget} min per run, seeds {args.seeds}\n")
     print(table(results, metrics))
+    print(f"\nthe final evaluation per dataset and seed (untrained: the model each run started "
+          f"from, on the same images):\n\n{dataset_table(results, metric, args.bind_at)}")
     if args.test_time:
         try:
             settings = [tuple(int(v) for v in kt.split(":")) for kt in args.test_time]

@@ -57,3 +57,19 @@ def test_compare_table_within_the_budget(lc, tmp_path):
     # 48,000 images in 15 minutes; binds at step 2,000; best and last within 20 minutes
     assert row == (f"| {run} | 53 | 10.0 min (step 2000) | 0.700 at 10.0 min | "
                    "0.700 at 10.0 min | 0.600 at 15.0 min |")
+
+
+def test_dataset_table_has_a_row_per_dataset_and_seed_with_the_untrained_figure(lc):
+    assert lc.parse_dataset("black=folder:a@folder:b") == ("black", "folder:a", "folder:b")
+    assert lc.parse_dataset("own=procedural-sprites") == ("own", "procedural-sprites", None)
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=SPEC"):
+        lc.parse_dataset("folder:a")
+    rec = {"step": 0, "train_minutes": 0.0, "fg_ari": 0.0, "mbo": 0.0}
+    runs = {"black/baseline": {0: [{**rec, "step": 500, "train_minutes": 2.0, "fg_ari": 0.7},
+                                   {**rec, "step": 1000, "train_minutes": 4.0, "fg_ari": 0.85,
+                                    "mbo": 0.8, "untrained": {"fg_ari": 0.55}}]},
+            "own/baseline": {1: [{**rec, "step": 400, "train_minutes": 3.0, "fg_ari": 0.6,
+                                  "mbo": 0.5}]}}
+    lines = lc.dataset_table(runs, "fg_ari", 0.8).splitlines()
+    assert lines[2] == "| black/baseline | 0 | 1000 | 4.0 | 0.850 | 0.800 | 0.550 | 4.0 |"
+    assert lines[3] == "| own/baseline | 1 | 400 | 3.0 | 0.600 | 0.500 | nan | no |"
