@@ -12,14 +12,13 @@ Variants: baseline (the preset as it is), implicit (implicit differentiation), l
 learned slot initialisation), gaussian (the paper's Gaussian slot initialisation), clip
 (gradient-norm clipping at 0.05, as Invariant Slot Attention), invariant (Invariant Slot
 Attention: slot-centric position and scale frames), ema (evaluate an exponential moving average
-of the weights, decay 0.999), batch8 (batch size 8),
-maskattn (the masks also get the final slots' attention logits, `mask_attention`), stride1 (an
-encoder without strides: attention over every pixel), stride2 (one stride-2 encoder layer, the
-second), noinvariant (the paper's Slot Attention with an absolute position embedding instead of
-Invariant Slot Attention), iter5 (5 Slot Attention iterations instead of 3), decay10k / decay6k
-(the learning rate halves every 10,000 / 6,000 steps), locality (a locality term in Slot
-Attention's logits, `attention_locality`), k7 (7 slots), test7 (7 Slot Attention iterations at
-evaluation).
+of the weights, decay 0.999), batch8 (batch size 8), maskattn / nomaskattn (with / without
+`mask_attention`: the masks also get the final slots' attention logits), stride1 (an encoder
+without strides: attention over every pixel), stride2 (one stride-2 encoder layer, the second),
+noinvariant (the paper's Slot Attention with an absolute position embedding instead of Invariant
+Slot Attention), iter5 (5 Slot Attention iterations instead of 3), decay10k / decay6k (the
+learning rate halves every 10,000 / 6,000 steps), locality (a locality term in Slot Attention's
+logits, `attention_locality`), k7 (7 slots), test7 (7 Slot Attention iterations at evaluation).
 Variants combine with "+", e.g. `--variants locality+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -47,6 +46,7 @@ VARIANTS = {
     "ema": {"ema_decay": 0.999},
     "batch8": {"batch_size": 8},
     "maskattn": {"model": {"mask_attention": True}},
+    "nomaskattn": {"model": {"mask_attention": False}},
     "stride1": {"model": {"encoder_strides": [1, 1, 1, 1]}},
     "stride2": {"model": {"encoder_strides": [1, 2, 1, 1]}},
     "noinvariant": {"model": {"invariant": False}},
