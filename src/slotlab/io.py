@@ -4,6 +4,9 @@ Two writers, used by everything slotlab stores on disk:
 
 * `atomic_write(path, write)`: one file (checkpoints, configs, TFRecords, scene files). It is
   written to a temporary file beside `path`, fsynced and renamed over `path`.
+* `atomic_write_files(folder, writers)`: several files of one directory that belong together
+  (a model directory's weights and config): all are written and fsynced first, then renamed
+  into place (a new directory is written beside and renamed into place whole).
 * `ShardWriter(final)`: one cache directory of `.npy` arrays plus a `meta.json` (the dataset
   caches). It is written to a hidden `.<name>.partial-<pid>-<random>` directory beside `final`,
   `meta.json` last, and renamed into place only when complete. `NpyRows` appends rows to one
@@ -11,10 +14,14 @@ Two writers, used by everything slotlab stores on disk:
 
 A failed write (an exception, Ctrl-C, a killed process) leaves the old file or directory as it
 was; a partial directory left by a killed process is removed by the next writer of that cache.
+A write that fails for lack of space, a file-size limit, a quota or a permission is one
+`WriteError` (a `SlotlabError`): one sentence naming the file, the reason and that the old
+version is kept.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -38,8 +45,11 @@ __all__ = [
     "ShardWriter",
     "WriteError",
     "atomic_write",
+    "atomic_write_files",
     "cache_dir_in",
     "fsync_path",
+    "os_error_in",
+    "write_hint",
 ]
 
 META_FILE = "meta.json"
@@ -49,22 +59,52 @@ _COPY_ROWS = 256  # rows per step when rewriting a .npy file with a wider dtype
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)-")
 
 
+_WHAT_TO_DO = {
+    errno.ENOSPC: "free some space and run the same command again",
+    errno.EDQUOT: "free some space and run the same command again",
+    errno.EFBIG: "a limit on file sizes (ulimit -f) is in the way",
+    errno.EACCES: "choose a directory you can write to",
+    errno.EPERM: "choose a directory you can write to",
+    errno.EROFS: "choose a directory you can write to",
+}
+
+
+def write_hint(code: int | None) -> str:
+    """What to do about a failed write of errno `code` ("" where there is nothing to say)."""
+    return _WHAT_TO_DO.get(code or 0, "")
+
+
 class WriteError(SlotlabError, OSError):
     """Writing a file failed (disk full, no permission, ...); the old file, if any, is intact.
 
     Also an `OSError` carrying the `errno` and `strerror` of the failure.
     """
 
-    def __init__(self, path: str | os.PathLike[str], cause: OSError) -> None:
+    def __init__(self, path: str | os.PathLike[str], cause: OSError, existed: bool = True,
+                 what: str = "") -> None:
         OSError.__init__(self, cause.errno, cause.strerror)
         self.path = Path(path)
-        self.message = (
-            f"could not write {self.path} ({cause.strerror or cause}); the previous file, if "
-            "any, is unchanged"
-        )
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        hint = write_hint(cause.errno)
+        kept = "the previous version is unchanged" if existed else "nothing was written"
+        self.message = (f"could not write {what + ' ' if what else ''}{self.path} ({reason}); "
+                        f"{kept}{'; ' + hint if hint else ''}")
 
     def __str__(self) -> str:
         return self.message
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The `OSError` that caused `exc`: itself, or one it was raised from or while handling
+    (torch.save reports a failed write as a RuntimeError raised while handling the OSError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
@@ -95,14 +135,18 @@ def _create_beside(path: Path) -> tuple[Path, BinaryIO]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
+                 what: str = "") -> None:
     """Call `write(file)` on a temporary file beside `path`, fsync it, rename it to `path`.
 
     The parent directory is created if needed. On any failure the temporary file is removed and
-    an existing `path` is left as it was; an `OSError` (disk full, no permission) is raised as
-    `WriteError`, one sentence naming `path`; other exceptions of `write` propagate unchanged.
+    an existing `path` is left as it was; a failed write (an `OSError`, also one that `write`
+    reported as another exception raised from it, as torch.save does) is raised as
+    `WriteError`, one sentence naming `path` (after `what`, e.g. "checkpoint"); other exceptions
+    of `write` propagate unchanged.
     """
     path = Path(path)
+    existed = path.exists()
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,10 +162,71 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any])
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise WriteError(path, exc) from None
+        cause = None if isinstance(exc, WriteError) else os_error_in(exc)
+        if cause is not None:
+            raise WriteError(path, cause, existed, what) from None
         raise
     fsync_path(path.parent)
+
+
+def atomic_write_files(folder: str | os.PathLike[str],
+                       writers: Mapping[str, Callable[[BinaryIO], Any]], what: str = "") -> None:
+    """Write the files `writers` ({name: write(file)}) of the directory `folder` together.
+
+    An existing `folder`: every file is written to a temporary file beside its final name and
+    fsynced, and only when all are complete are they renamed into place, so a failed write
+    (disk full, ...) leaves every old file as it was. A new `folder` is written as a hidden
+    directory beside it and renamed into place whole. Failures are raised as in `atomic_write`
+    (`WriteError` naming `folder`, after `what`).
+    """
+    folder = Path(folder)
+    existed = folder.exists()
+    temps: list[tuple[Path, Path]] = []  # (temporary file, final path)
+    staging: Path | None = None
+    try:
+        if existed:
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            target = folder
+        else:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = folder.with_name(
+                f".{folder.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+            staging.mkdir()
+            target = staging
+        for name, write in writers.items():
+            final = target / name
+            if staging is None:
+                tmp, f = _create_beside(final)
+                temps.append((tmp, final))
+            else:
+                f = open(final, "wb")
+            with f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        if staging is None:
+            for tmp, final in temps:
+                os.replace(tmp, final)
+            temps = []
+            fsync_path(folder)
+        else:
+            fsync_path(staging)
+            os.rename(staging, folder)
+            staging = None
+    except BaseException as exc:
+        for tmp, _ in temps:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        cause = None if isinstance(exc, WriteError) else os_error_in(exc)
+        if cause is not None:
+            raise WriteError(folder, cause, existed, what) from None
+        raise
+    fsync_path(folder.parent)
 
 
 class NpyRows:
@@ -197,10 +302,14 @@ class NpyRows:
             os.fsync(f.fileno())
 
     def discard(self) -> None:
-        """Close the file without finishing it (the writer is being aborted)."""
+        """Close the file without finishing it (the writer is being aborted; a write error
+        while flushing what is left, e.g. on a full disk, is not raised again)."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except OSError:
+                pass
 
 
 def _pid_alive(pid: int) -> bool:
