@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from slotlab.errors import CheckpointError, ConfigError
+from slotlab.io import atomic_write_files
 from slotlab.models import build_model, model_task
 from slotlab.schema import to_dict
 
@@ -26,14 +28,19 @@ VERSION_1_KEYS = {
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, **extra: Any) -> Path:
-    """Write `model.safetensors` and `config.json` (task, constructor config, `extra` info)."""
+    """Write `model.safetensors` and `config.json` (task, constructor config, `extra` info).
+
+    Both files are written completely before either replaces a file of an existing `out_dir`
+    (a new `out_dir` appears whole), so a failed write (disk full: one `slotlab.io.WriteError`)
+    leaves the previous model as it was."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
+    weights = safetensors_bytes(state)
     config = {"format": FORMAT, "version": VERSION, "task": model_task(model),
               "config": to_dict(model.config), **extra}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    text = (json.dumps(config, indent=2) + "\n").encode()
+    atomic_write_files(out, {"model.safetensors": lambda f: f.write(weights),
+                             "config.json": lambda f: f.write(text)}, "model directory")
     return out
 
 
