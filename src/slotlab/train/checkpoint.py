@@ -4,7 +4,8 @@ A training checkpoint (`RUN_DIR/checkpoints/step_00001000.pt`) holds only tensor
 Python values (model and optimizer state, step, RNG states, config), so it loads with
 `torch.load(weights_only=True)`: a file crafted to run code when unpickled is refused.
 Writes go to a temporary file that is fsynced and then renamed over the final name, so a process
-killed while writing never leaves a half-written checkpoint in place of a good one.
+killed while writing never leaves a half-written checkpoint in place of a good one, and a write
+that fails (disk full) is one `CheckpointError` with the previous checkpoint kept.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from slotlab.errors import CheckpointError
-from slotlab.io import atomic_write
+from slotlab.errors import CheckpointError, ConfigError
+from slotlab.io import atomic_write, write_hint
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
@@ -44,14 +45,16 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` atomically as the checkpoint of `step`; keep the newest `keep` ones."""
+    """Write `state` atomically as the checkpoint of `step`; keep the newest `keep` ones. A
+    failed write (disk full, ...) is one `CheckpointError`; the earlier checkpoints are kept."""
     path = checkpoint_path(run_dir, step)
     try:
         atomic_write(path, lambda f: torch.save(state, f))
-    except OSError as exc:
+    except OSError as exc:  # slotlab.io.WriteError
+        hint = write_hint(exc.errno)
         raise CheckpointError(
-            f"could not write checkpoint {path} ({exc.strerror or exc}); the previous "
-            "checkpoint is kept"
+            f"could not write checkpoint {path} ({exc.strerror or 'write failed'}); the "
+            f"previous checkpoint is kept{'; ' + hint if hint else ''}"
         ) from None
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
@@ -60,26 +63,71 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a training checkpoint safely (`weights_only=True`); whatever is wrong with the file
-    is one `CheckpointError` (torch's own warnings about the file are not shown)."""
+    is one `CheckpointError` (torch's own warnings about the file are not shown). Its `reason`
+    says what is wrong in a few words."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        if not _looks_like_torch_save(path):
-            raise CheckpointError(
-                f"{path} is not a readable checkpoint (not a file written by torch.save)"
+    except pickle.UnpicklingError as exc:
+        if _names_a_global(exc) or _pickle_builds_objects(path):
+            raise _unreadable(
+                path, "it holds Python objects other than tensors and plain values, which could "
+                "run code when loaded; refused",
+                f"{path} was refused: it contains Python objects other than tensors and plain "
+                "values (it could run code when loaded), so it is not a slotlab checkpoint",
             ) from None
-        raise CheckpointError(
-            f"{path} was refused: it contains Python objects other than tensors and plain values "
-            "(it could run code when loaded), so it is not a slotlab checkpoint"
-        ) from None
-    except Exception as exc:  # corrupt bytes make torch.load raise many types (KeyError, ...)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first})") from None
+        raise _unreadable(path, _damage(path)) from None
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
+        raise _unreadable(path, f"cannot be read: {exc.strerror or exc}") from None
+    except Exception:  # corrupt bytes make torch.load raise many types (KeyError, ...)
+        raise _unreadable(path, _damage(path)) from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise CheckpointError(f"{path} is not a slotlab training checkpoint")
+        raise _unreadable(path, "not a slotlab training checkpoint (no model or step)")
     return state
+
+
+def _damage(path: Path) -> str:
+    """What is wrong with a file torch.load failed on, in a few words."""
+    return "damaged or truncated" if _looks_like_torch_save(path) else \
+        "not a file written by torch.save"
+
+
+def _unreadable(path: Path, reason: str, message: str | None = None) -> CheckpointError:
+    """A CheckpointError "PATH is not a readable checkpoint (REASON)" with `.reason` set."""
+    error = CheckpointError(message or f"{path} is not a readable checkpoint ({reason})")
+    error.reason = reason  # type: ignore[attr-defined]
+    return error
+
+
+def _names_a_global(exc: pickle.UnpicklingError) -> bool:
+    """Whether torch's weights-only unpickler refused a Python object that the pickle names
+    (a `module.name`), rather than failing on bytes that are no pickle at all."""
+    return re.search(r"GLOBAL [A-Za-z_]\w*(\.[A-Za-z_]\w*)+", str(exc)) is not None
+
+
+# Pickle opcodes that import a name or call one: what a checkpoint of tensors never needs
+# outside torch's own zip format (which torch's weights-only unpickler checks itself).
+_OBJECT_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX",
+                   "BUILD", "EXT1", "EXT2", "EXT4"}
+
+
+def _pickle_builds_objects(path: Path) -> bool:
+    """Whether `path` is a complete pickle stream that imports or calls Python names (read with
+    `pickletools`, which runs nothing). torch's legacy loader cannot read pickle protocols 4 and
+    5, so it cannot say so itself; random bytes are not a complete pickle."""
+    import io
+    import pickletools
+
+    try:
+        data = path.read_bytes()
+        with warnings.catch_warnings():  # e.g. string escapes of random bytes
+            warnings.simplefilter("ignore")
+            # the whole stream first, with its stack checked: random bytes fail here
+            pickletools.dis(data, out=io.StringIO())
+            return any(op.name in _OBJECT_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # not a pickle (an unknown opcode, cut short): damaged, not dangerous
+        return False
 
 
 def _looks_like_torch_save(path: Path) -> bool:
@@ -97,19 +145,21 @@ def newest_checkpoint(run_dir: Path) -> tuple[int, Path, dict[str, Any]] | None:
     checkpoint. Unreadable newer ones are skipped with a one-line warning each; when none can
     be read, one `CheckpointError` says so."""
     found = list_checkpoints(run_dir)
-    skipped: list[str] = []
+    skipped: list[tuple[Path, str]] = []
     for step, path in reversed(found):
         try:
             state = load_checkpoint(path)
         except CheckpointError as exc:
-            skipped.append(str(exc))
+            skipped.append((path, getattr(exc, "reason", str(exc))))
             continue
-        for reason in skipped:
-            print(f"warning: skipping {reason}", file=sys.stderr)
+        for bad, reason in skipped:
+            print(f"warning: skipping checkpoint {bad} ({reason}); using {path.name} (step "
+                  f"{step}) instead", file=sys.stderr)
         return step, path, state
     if found:
+        newest, reason = skipped[0]
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / CHECKPOINT_DIR} can be read "
-                              f"({len(found)} tried; the newest: {skipped[0]})")
+                              f"({len(found)} tried; the newest, {newest.name}: {reason})")
     return None
 
 
@@ -140,6 +190,23 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Pat
     model.load_state_dict(weights)
 
 
+def read_run_config(run_dir: str | Path) -> Any:
+    """The `TrainConfig` of a run directory's config.yaml; a file that cannot be read, is not
+    YAML, is empty or is not a slotlab run config is one `ConfigError`."""
+    from slotlab.train.config import config_from_dict, read_yaml
+
+    path = Path(run_dir) / "config.yaml"
+    values = read_yaml(path, "run config")
+    if not values:
+        raise ConfigError(f"run config {path} is empty, so {Path(run_dir)} cannot be used as a "
+                          "run directory (restore the file, or use another directory)")
+    try:
+        return config_from_dict(values)
+    except (ConfigError, TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"run config {path} is not a slotlab run config ({first})") from None
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """A model in eval mode from a RUN_DIR (newest checkpoint, else RUN_DIR/model) or a MODEL_DIR.
     A run trained with `ema_decay` gives its averaged weights, the ones it evaluated and saved.
@@ -149,9 +216,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """
     from slotlab.models import build_model
     from slotlab.models.pretrained import load_pretrained
-    from slotlab.train.config import config_from_dict
 
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist (expected a run directory or a model "
+                              "directory)")
     if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
         model = load_pretrained(path, map_location=str(device))
         return model, {"task": _task_of(model), "data": None, "step": None, "config": None}
@@ -161,9 +230,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
             f"{path} is neither a run directory (no config.yaml) nor a model directory "
             "(no config.json + model.safetensors)"
         )
-    import yaml
-
-    cfg = config_from_dict(yaml.safe_load(config_file.read_text()))
+    cfg = read_run_config(path)
     info = {"task": cfg.task, "data": cfg.data, "step": None, "config": cfg.to_dict()}
     try:
         newest = newest_checkpoint(path)
