@@ -114,11 +114,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
                 checked = state.step
             report.after_step(due, loss, lr)
             if stopping:
-                report.write(f"received SIGTERM: checkpoint written at step {state.step}, exiting")
+                report.write(sigterm.stop_line(state.step))  # SIGTERM, or Ctrl-C
                 break
     if finished and dist_info.is_main:
         save_pretrained(state.shown, run_dir / MODEL_DIR, step=state.step, data=cfg.data)
     dist_info.barrier()
+    sigterm.exit_if_interrupted()  # Ctrl-C: exit status 130, after the checkpoint
     return report.last_eval
 
 

@@ -1,4 +1,4 @@
-"""The process a run trains in: its device, the torchrun process group, the RNGs and SIGTERM.
+"""The process a run trains in: its device, the torchrun process group, the RNGs and signals.
 
 - `resolve_device` / `init_distributed`: the device ("auto": CUDA where available), and under
   torchrun (WORLD_SIZE > 1) this process's rank and device in the process group;
@@ -6,8 +6,10 @@
 - `cpu_has_native_bf16` / `warn_emulated_bf16`: bf16 autocast on a CPU that would emulate it;
 - `seed_everything`, `rng_state` / `set_rng_state`: every RNG a run uses, seeded at the start and
   checkpointed, so a resumed run continues the same random streams;
-- `SigtermFlag`: SIGTERM sets a flag (the loop finishes its step, writes a checkpoint, exits);
-  `loader_worker_init` makes data-loader workers ignore it.
+- `SigtermFlag`: SIGTERM and Ctrl-C (SIGINT) set a flag: the loop finishes its step, writes a
+  checkpoint and stops; after SIGTERM the command exits with 0, after Ctrl-C it says
+  "interrupted: checkpoint written at step N" and exits with 130 (`Interrupted`). A second
+  Ctrl-C stops at once. `loader_worker_init` makes data-loader workers ignore both.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import platform
 import random
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -155,27 +158,72 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C after writing its checkpoint (the stop line was printed);
+    the command exits with status 130, as after any Ctrl-C."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class SigtermFlag:
-    """While entered, SIGTERM only sets `received` (the previous handler is restored on exit):
-    the loop finishes its step, writes a checkpoint and exits cleanly."""
+    """While entered, SIGTERM and SIGINT (Ctrl-C) only set `received` (the previous handlers are
+    restored on exit): the loop finishes its step, writes a checkpoint and stops. A second
+    Ctrl-C raises KeyboardInterrupt at once. A signal ignored when entering (e.g. SIGINT in a
+    background job) stays ignored; outside the main thread nothing is installed."""
 
     def __init__(self) -> None:
         self.received = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the stop was asked for with Ctrl-C (SIGINT)."""
+        return self.signum == signal.SIGINT
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.interrupted:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now, without a checkpoint
         self.received = True
+        self.signum = self.signum or signum
+        if signum == signal.SIGINT and sys.stderr.isatty():
+            sys.stderr.write("\nCtrl-C: stopping after this step and writing a checkpoint "
+                             "(Ctrl-C again to stop without one)\n")
+
+    def stop_line(self, step: int) -> str:
+        """The line the loop prints when it stops for a signal at `step` (its checkpoint
+        written)."""
+        if self.interrupted:
+            return f"interrupted: checkpoint written at step {step}"
+        if self.received:
+            return f"received SIGTERM: checkpoint written at step {step}, exiting"
+        return f"another process was signalled to stop: checkpoint written at step {step}"
+
+    def exit_if_interrupted(self) -> None:
+        """Raise `Interrupted` (exit status 130) when the run was stopped with Ctrl-C."""
+        if self.interrupted:
+            raise Interrupted()
 
     def __enter__(self) -> SigtermFlag:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous is signal.SIG_IGN:
+                    continue
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 def loader_worker_init(worker_id: int) -> None:
-    """Loader workers ignore SIGTERM (schedulers signal the whole process group): the main
-    process finishes its step, writes a checkpoint and shuts the workers down itself."""
+    """Loader workers ignore SIGTERM and SIGINT (schedulers signal the whole process group, and
+    Ctrl-C reaches every process of the terminal's job): the main process finishes its step,
+    writes a checkpoint and shuts the workers down itself."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
