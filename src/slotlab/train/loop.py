@@ -219,5 +219,6 @@ class Report:
             self.bar.write(f"step {step} eval ({self.eval_split}): " + ", ".join(
                 f"{k} {v:.4f}" for k, v in self.last_eval.items() if isinstance(v, float)))
         if due.pictures:
-            save_pictures(state.shown, self.eval_set, cfg.task, cfg.seed,
-                          self.run_dir / "images" / f"step_{step:08d}.png", state.device)
+            picture = self.run_dir / "images" / f"step_{step:08d}.png"
+            save_pictures(state.shown, self.eval_set, cfg.task, cfg.seed, picture, state.device)
+            self.log.log_image("slots", picture, step)
