@@ -551,6 +551,8 @@ def visualize(
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `slotlab visualize` to the CLI's sub-parsers."""
+    from slotlab.cli import output_file, positive_int
+
     p = sub.add_parser(
         "visualize",
         help="draw a model's slots (object discovery) or predicted objects as a PNG",
@@ -562,11 +564,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training run directory or model directory")
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="dataset spec (default: the run's training data)")
-    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG")
-    p.add_argument("--num", type=int, default=8, help="number of examples (default 8)")
+    p.add_argument("--out", required=True, type=output_file, metavar="FILE.png",
+                   help="PNG file to write (replaced if it exists)")
+    p.add_argument("--num", type=positive_int, default=8,
+                   help="number of examples, one row each (default 8)")
     p.add_argument("--split", default="val", help="split (default val; train if absent)")
     p.add_argument("--seed", type=int, default=0, help="slot-initialisation noise seed")
-    p.add_argument("--device", default="cpu", help="device (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=_run)
 
 
