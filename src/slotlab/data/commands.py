@@ -1,15 +1,20 @@
 """`slotlab data ...` subcommands: procedural data on disk, a contact sheet, and data caches.
 
     slotlab data generate --out DIR [--split train] [--num N] [--seed S] [--resolution HxW]
-                          [--style clevr|sprites] [--workers W]
+                          [--style clevr|sprites] [--workers W] [--overwrite]
     slotlab data show DIR [--split train] --out sheet.png [--num 16]
     slotlab data cache SPEC --out DIR [--split train] [--task object_discovery|set_prediction]
                        [--num N] [--resolution 64] [--workers 2] [--shard-size N] [--overwrite]
 
-`generate` writes the CLEVR v1.0 layout (images/, scenes/, plus masks/) and prints images/s;
+`generate` writes the CLEVR v1.0 layout (images/, scenes/, plus masks/) and prints images/s; a
+split that is already there, or a directory that is not a generated dataset, is written into only
+with --overwrite (another split can be added to a dataset root without it);
 `show` tiles images with their instance masks (as colour segmentations) beside them;
 `cache` preprocesses any dataset spec once into memory-mappable shards (read back with the spec
 `cache:DIR`, see `slotlab.data.cache`) and prints images/s.
+
+Every argument is checked before anything is rendered or read: a bad one, an --out that cannot
+be written, or a write that fails (disk full) is one `error:` line.
 
 A --resolution is height first, as everywhere in slotlab: N means N x N and HEIGHTxWIDTH means
 HEIGHT rows and WIDTH columns, so CLEVR's 480-wide, 320-high frame is 320x480.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from PIL import Image
 
 from slotlab.data.options import normalize_split, parse_resolution
 from slotlab.errors import ConfigError, DataError
+from slotlab.io import atomic_write, write_hint
 from slotlab.tasks import TASKS, normalize_task
 
 STYLES = ("clevr", "sprites")
@@ -58,6 +65,15 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _split(text: str) -> str:
+    """argparse type of --split: a name usable as a directory ("validation" is stored as
+    "val")."""
+    try:
+        return normalize_split(text, None)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _resolution(text: str) -> tuple[int, int]:
     """argparse type of --resolution: `parse_resolution`, its error as a usage error."""
     try:
@@ -77,30 +93,49 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write procedural scenes: images/{split}/, scenes/, masks/{split}/ "
         "(the CLEVR v1.0 layout plus uint8 instance masks).",
     )
-    gen.add_argument("--out", required=True, type=Path, help="dataset root to write")
     gen.add_argument(
-        "--split", default="train", help="split name: train, val, test, ... (default: train)"
+        "--out", required=True, type=Path, metavar="DIR",
+        help="dataset root to write (new, empty, or a generated dataset to add a split to)",
     )
-    gen.add_argument("--num", type=_positive_int, default=1000, help="images (default: 1000)")
-    gen.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    gen.add_argument(
+        "--split", type=_split, default="train",
+        help="split name: train, val, test, ... (default: train)",
+    )
+    gen.add_argument(
+        "--num", type=_positive_int, default=1000, help="number of images (default: 1000)"
+    )
+    gen.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="dataset seed, >= 0 (default: 0)"
+    )
     gen.add_argument(
         "--resolution",
         type=_resolution,
         default=None,
         help="N or HEIGHTxWIDTH, height first (default: 320x480 for clevr, 64 for sprites)",
     )
-    gen.add_argument("--style", choices=STYLES, default="clevr", help="scene style")
     gen.add_argument(
-        "--workers", type=_positive_int, default=None, help="processes (default: all cores)"
+        "--style", choices=STYLES, default="clevr",
+        help="clevr: CLEVR-style 3-D scenes; sprites: flat 2-D shapes (default: clevr)",
     )
     gen.add_argument(
-        "--min-objects", type=_positive_int, default=None, help="(default: 3 clevr, 2 sprites)"
+        "--workers", type=_positive_int, default=None,
+        help="processes rendering in parallel (default: all usable cores)",
+    )
+    gen.add_argument(
+        "--min-objects", type=_positive_int, default=None,
+        help="fewest objects per scene (default: 3 clevr, 2 sprites)",
     )
     gen.add_argument(
         "--max-objects",
         type=_positive_int,
         default=None,
-        help="(default: 10 clevr as in CLEVR, 6 sprites; 6 gives CLEVR6-like data)",
+        help="most objects per scene (default: 10 clevr as in CLEVR, 6 sprites; 6 gives "
+        "CLEVR6-like data)",
+    )
+    gen.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the split if --out already has it (or write into a directory that is "
+        "not a generated dataset)",
     )
     gen.set_defaults(func=run_generate)
 
@@ -111,9 +146,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset has masks/) into one PNG.",
     )
     show.add_argument("dir", type=Path, help="dataset root (holding images/)")
-    show.add_argument("--split", default="train", help="split name (default: train)")
-    show.add_argument("--out", required=True, type=Path, help="PNG file to write")
-    show.add_argument("--num", type=_positive_int, default=16, help="images (default: 16)")
+    show.add_argument("--split", type=_split, default="train",
+                      help="split name (default: train)")
+    show.add_argument("--out", required=True, type=Path, metavar="FILE.png",
+                      help="PNG file to write (replaced if it exists)")
+    show.add_argument("--num", type=_positive_int, default=16,
+                      help="number of images (default: 16)")
     show.set_defaults(func=run_show)
 
     cache = data_sub.add_parser(
@@ -126,7 +164,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with the spec cache:DIR. Several splits can share one DIR.",
     )
     cache.add_argument("spec", help="dataset spec to cache, e.g. procedural or clevr:PATH")
-    cache.add_argument("--out", required=True, type=Path, help="cache root directory")
+    cache.add_argument("--out", required=True, type=Path, metavar="DIR",
+                       help="cache root directory (each split is a directory in it)")
     cache.add_argument("--split", default="train", help="split: train, val, test (default: train)")
     cache.add_argument(
         "--task",
@@ -167,12 +206,32 @@ def run_generate(args: argparse.Namespace) -> int:
     high = args.max_objects or max(high, low)
     if low > high:
         raise ConfigError(f"--min-objects {low} is larger than --max-objects {high}")
+    out = Path(args.out).expanduser()
+    check_dataset_out(out, split, getattr(args, "overwrite", False))
+    try:
+        root, seconds = _generate(args, out, split, resolution, low, high)
+    except OSError as exc:  # a failed image write (disk full, ...); the scene file is atomic
+        hint = write_hint(exc.errno) or "fix that"
+        raise DataError(f"could not write the dataset under {out} ({exc.strerror or exc}); "
+                        f"split {split!r} is incomplete: {hint}, then run the same command "
+                        "with --overwrite") from None
+    print(
+        f"wrote {args.num} {args.style} images ({resolution[0]}x{resolution[1]}, height x "
+        f"width) of split {split!r} "
+        f"to {root} in {seconds:.1f} s: {args.num / max(seconds, 1e-9):.1f} images/s"
+    )
+    return 0
+
+
+def _generate(args: argparse.Namespace, out: Path, split: str, resolution: tuple[int, int],
+              low: int, high: int) -> tuple[Path, float]:
+    """Render and write the split; (dataset root, seconds)."""
     start = time.perf_counter()
     if args.style == "clevr":
         from slotlab.data.procedural import generate_clevr_dir
 
         root = generate_clevr_dir(
-            args.out,
+            out,
             split,
             args.num,
             args.seed,
@@ -186,7 +245,7 @@ def run_generate(args: argparse.Namespace) -> int:
         from slotlab.data.sprites import generate_sprites_dir
 
         root = generate_sprites_dir(
-            args.out,
+            out,
             split,
             args.num,
             args.seed,
@@ -195,13 +254,50 @@ def run_generate(args: argparse.Namespace) -> int:
             min_objects=low,
             max_objects=high,
         )
-    seconds = time.perf_counter() - start
-    print(
-        f"wrote {args.num} {args.style} images ({resolution[0]}x{resolution[1]}, height x "
-        f"width) of split {split!r} "
-        f"to {root} in {seconds:.1f} s: {args.num / max(seconds, 1e-9):.1f} images/s"
-    )
-    return 0
+    return root, time.perf_counter() - start
+
+
+DATASET_ENTRIES = {"images", "masks", "scenes"}
+
+
+def check_dataset_out(out: Path, split: str, overwrite: bool) -> None:
+    """Before rendering: --out must be a directory that can be written, and a split already in
+    it, or a directory that is not a generated dataset, is written into only with
+    `overwrite`. One `ConfigError` otherwise."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"cannot write the dataset: --out {out} is a file; give a directory")
+    if out.is_dir() and not overwrite:
+        names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        others = [n for n in names if n not in DATASET_ENTRIES]
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise ConfigError(
+                f"--out {out} is not empty and is not a generated dataset (it holds {shown}); "
+                "give a new or empty directory, or pass --overwrite to write into it anyway")
+        existing = [f"{sub}/{split}" for sub in ("images", "masks")
+                    if (out / sub / split).is_dir() and any((out / sub / split).iterdir())]
+        existing += [f"scenes/{p.name}" for p in sorted((out / "scenes").glob(
+            f"*_{split}_scenes.json"))] if (out / "scenes").is_dir() else []
+        if existing:
+            raise ConfigError(
+                f"--out {out} already holds split {split!r} ({', '.join(existing)}); pass "
+                "--overwrite to replace it, or choose another --split or --out")
+    _check_writable(out)
+
+
+def _check_writable(out: Path) -> None:
+    """ConfigError unless `out` (a directory, created later where missing) can be written."""
+    writable = out
+    while not writable.exists() and writable != writable.parent:
+        writable = writable.parent
+    if not writable.is_dir():
+        raise ConfigError(f"cannot write {out}: {writable} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=writable):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {writable} is not writable "
+                          f"({exc.strerror or exc}); give a directory you can write to") from None
 
 
 def run_cache(args: argparse.Namespace) -> int:
@@ -211,6 +307,14 @@ def run_cache(args: argparse.Namespace) -> int:
 
     options = {} if args.resolution is None else {"resolution": args.resolution}
     task = normalize_task(args.task)
+    out = Path(args.out).expanduser()
+    split = normalize_split(args.split, None)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"cannot write the cache: --out {out} is a file; give a directory")
+    if (out / split).exists() and not args.overwrite:
+        raise DataError(f"cache {out / split} already exists; pass --overwrite to replace it, "
+                        "or choose another --split or --out")
+    _check_writable(out)
     build_options = dict(options)
     if args.num and args.spec in NO_PATH_KINDS:  # generated data: as many items as asked for
         build_options["num"] = args.num
@@ -242,11 +346,13 @@ def run_cache(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """`slotlab data show`: write a contact sheet PNG."""
-    sheet = contact_sheet(args.dir, args.split, args.num)
     out = Path(args.out).expanduser()
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give the PNG file to write, e.g. "
+                          f"{out / 'sheet.png'}")
+    _check_writable(out.parent)
+    sheet = contact_sheet(args.dir, args.split, args.num)
+    atomic_write(out, lambda f: Image.fromarray(sheet).save(f, format="PNG"), "contact sheet")
     print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
     return 0
 
