@@ -17,3 +17,10 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && ! command -v chromium 
     || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
     || echo "[setup] chromium not installed: browser tests will skip"
 fi
+# The evaluation notebook (notebooks/eval.ipynb) runs with `jupyter nbconvert --execute`: nbconvert
+# and jupyter-core come with the dev extras above; the notebook needs a "python3" kernel of this
+# interpreter (ipykernel provides it; registered for the user only where Jupyter finds none).
+if ! "$PY" -c "from jupyter_client.kernelspec import KernelSpecManager as K; K().get_kernel_spec('python3')" >/dev/null 2>&1; then
+  "$PY" -m ipykernel install --user --name python3 >/dev/null
+fi
+"$PY" -m jupyter nbconvert --version >/dev/null && echo "[setup] notebook: SLOTLAB_MODEL=RUN_DIR jupyter nbconvert --to html --execute notebooks/eval.ipynb --output-dir RUN_DIR"
