@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slotlab.errors import ConfigError
-from slotlab.tasks import TASKS, normalize_task
+from slotlab.tasks import normalize_task
 
 MODEL_FILES = ("model.safetensors", "config.json")
+TF_TASKS = ("object_discovery", "set_prediction")  # the official Slot Attention TF code's
 
 
 def _positive_int(text: str) -> int:
@@ -40,10 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", help="checkpoint directory (holding a 'checkpoint' file) or a "
                    "ckpt-N prefix")
-    p.add_argument("--task", required=True,
-                   choices=[*TASKS, *(t.replace("_", "-") for t in TASKS)],
+    p.add_argument("--task", required=True, metavar="TASK",
+                   choices=[*TF_TASKS, *(t.replace("_", "-") for t in TF_TASKS)],
                    help="what the checkpoint was trained for: object-discovery (CLEVR6 "
-                   "autoencoder) or set-prediction (CLEVR property prediction)")
+                   "autoencoder) or set-prediction (CLEVR property prediction); SAVi "
+                   "checkpoints: slotlab convert-savi")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="model directory to write (new or empty; see --overwrite)")
     p.add_argument("--num-slots", type=_positive_int, default=None, metavar="K",
