@@ -16,6 +16,7 @@ step updates, its setup, and `train_step`), `evaluate` (metrics and slot picture
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -26,11 +27,19 @@ import torch
 from torch.utils.data import Dataset
 
 from slotlab.errors import SlotlabError
+from slotlab.io import atomic_write
 from slotlab.models.pretrained import save_pretrained
 from slotlab.train.batches import build_train_dataset, next_batch, training_batches
 from slotlab.train.checkpoint import MODEL_DIR, list_checkpoints, save_checkpoint
 from slotlab.train.config import TrainConfig, learning_rate
-from slotlab.train.evaluate import build_eval_dataset, evaluate, save_pictures
+from slotlab.train.evaluate import (
+    build_eval_dataset,
+    evaluate,
+    headline,
+    save_pictures,
+    untrained_figures,
+    untrained_model,
+)
 from slotlab.train.rundir import MetricsLog, open_run
 from slotlab.train.runtime import (
     Distributed,
@@ -186,6 +195,31 @@ class Report:
         if self.log is not None:
             self.log.close()
 
+    def evaluate(self, model: torch.nn.Module) -> dict[str, Any]:
+        cfg = self.state.cfg
+        return evaluate(model, self.eval_set, cfg.task, num=cfg.eval_num,
+                        batch_size=min(cfg.batch_size, 64), seed=cfg.seed,
+                        device=self.state.device)
+
+    def untrained_figures(self) -> dict[str, Any]:
+        """The figures of the model the run started from on the same images (computed once,
+        kept in RUN_DIR/untrained.json for resumed runs)."""
+        path, cfg = self.run_dir / "untrained.json", self.state.cfg
+        scored = f"{cfg.eval_data or cfg.data} {self.eval_split} {cfg.eval_num}"
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+                if saved.get("data") == scored:
+                    return saved["metrics"]
+            except (ValueError, KeyError, AttributeError):
+                pass  # recomputed below
+        with torch.random.fork_rng(devices=[]):  # a resumed run, which reads the file, and
+            model = untrained_model(cfg.task, cfg.model, cfg.seed)  # this one draw the same
+            figures = untrained_figures(self.evaluate(model.to(self.state.device)))
+        text = json.dumps({"data": scored, "metrics": figures}, indent=1)
+        atomic_write(path, lambda f: f.write(text.encode()))
+        return figures
+
     def count_step(self) -> None:
         self.images_since += self.state.cfg.batch_size
         self.bar.update(1)
@@ -211,13 +245,15 @@ class Report:
         if due.checkpoint:
             save_checkpoint(self.run_dir, step, state.state_dict(), keep=cfg.keep_checkpoints)
         if due.evaluate:
-            self.last_eval = evaluate(state.shown, self.eval_set, cfg.task, num=cfg.eval_num,
-                                      batch_size=min(cfg.batch_size, 64), seed=cfg.seed,
-                                      device=state.device)
-            self.log.log({"step": step, "split": self.eval_split, "train_minutes": minutes,
-                          "images_seen": step * cfg.batch_size, **self.last_eval}, "eval")
-            self.bar.write(f"step {step} eval ({self.eval_split}): " + ", ".join(
-                f"{k} {v:.4f}" for k, v in self.last_eval.items() if isinstance(v, float)))
+            self.last_eval = {**self.evaluate(state.shown),
+                              "untrained": self.untrained_figures()}
+            self.log.log({"step": step, "data": cfg.eval_data or cfg.data,
+                          "split": self.eval_split,
+                          "train_minutes": minutes, "images_seen": step * cfg.batch_size,
+                          **self.last_eval}, "eval")
+            self.bar.write(f"step {step} eval ({cfg.eval_data or cfg.data} {self.eval_split}, "
+                           f"{self.last_eval['num_images']} images): "
+                           + headline(cfg.task, self.last_eval))
         if due.pictures:
             picture = self.run_dir / "images" / f"step_{step:08d}.png"
             save_pictures(state.shown, self.eval_set, cfg.task, cfg.seed, picture, state.device)
