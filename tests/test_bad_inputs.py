@@ -60,8 +60,6 @@ def train(out: str, *extra: str) -> list[str]:
             "--preset", "{preset}", *TINY_ARGS, *extra]
 
 
-NEEDS_EVAL = pytest.mark.xfail(reason="needs eval change", strict=True)
-NEEDS_TRAIN = pytest.mark.xfail(reason="needs train change", strict=True)
 RUN_LOGS = ("case/metrics.jsonl", "case/config.yaml", "case/tensorboard/*", "case/images/*",
             "case/untrained.json")
 
@@ -176,8 +174,7 @@ CASES = [
          r"checkpoint is kept", prepare=("run",), fsize=300_000, may_change=RUN_LOGS,
          one_line=False),
     Case("train-missing-data-keeps-config", [*train("{case}"), "--data", "folder:{tmp}/none"],
-         r"dataset path \S+none .*does not exist", prepare=("run",),
-         marks=(NEEDS_TRAIN,)),
+         r"dataset path \S+none .*does not exist", prepare=("run",)),
     # ---- eval ---------------------------------------------------------------------------------
     Case("eval-corrupt-config", ["eval", "{case}"],
          r"run config \S+config.yaml is not valid YAML", prepare=("run", "corrupt-config")),

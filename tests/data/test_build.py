@@ -92,8 +92,10 @@ def test_clevr_and_folder_dispatch(tmp_path):
     ds = build_dataset(f"clevr:{tmp_path}", "validation", "set_prediction")
     assert isinstance(ds, ClevrDataset) and ds.split == "val" and len(ds) == 2
     assert ds[1]["target"].shape == (10, 19)
-    folder = build_dataset(f"folder:{tmp_path / 'images' / 'val'}", "test", "object_discovery")
-    assert isinstance(folder, ImageFolderDataset) and len(folder) == 2  # split ignored
+    folder = build_dataset(f"folder:{tmp_path / 'images' / 'val'}", "all", "object_discovery")
+    assert isinstance(folder, ImageFolderDataset) and len(folder) == 2
+    with pytest.raises(DataError, match="no split directories"):
+        build_dataset(f"folder:{tmp_path / 'images' / 'val'}", "test", "object_discovery")
     with pytest.raises(ConfigError, match=r"'folder'.*max_objects"):
         build_dataset(f"folder:{tmp_path / 'images' / 'val'}", "train", max_objects=6)
     with pytest.raises(ConfigError, match="unknown split"):

@@ -132,7 +132,8 @@ def write_folder(root: Path, count: int = 5) -> None:
 
 def test_folder_with_masks_widens_to_uint16(tmp_path):
     write_folder(tmp_path / "photos")
-    source = build_dataset(f"folder:{tmp_path / 'photos'}", resolution=(16, 20))
+    source = build_dataset(f"folder:{tmp_path / 'photos'}", "all", resolution=(16, 20),
+                           crop="full")
     assert source.has_masks
     write_cache(source, tmp_path / "c", "train", workers=0, shard_size=2)
     meta = read_cache_meta(tmp_path / "c")

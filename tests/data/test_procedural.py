@@ -270,7 +270,8 @@ def test_regenerating_replaces_the_split_and_object_range(tmp_path, capsys):
     out = tmp_path / "gen"
     base = ["data", "generate", "--out", str(out), "--resolution", "32x48", "--workers", "1"]
     assert main([*base, "--num", "3"]) == 0
-    assert main([*base, "--num", "2", "--min-objects", "3", "--max-objects", "3"]) == 0
+    assert main([*base, "--num", "2", "--min-objects", "3", "--max-objects", "3",
+                 "--overwrite"]) == 0
     names = sorted(p.name for p in (out / "images" / "train").iterdir())
     assert names == ["CLEVR_train_000000.png", "CLEVR_train_000001.png"]
     assert len(list((out / "masks" / "train").iterdir())) == 2

@@ -145,7 +145,7 @@ def test_clear_errors(setup, tmp_path, capsys):
     sp_preset = write_preset(tmp_path / "sp.yaml", task="set_prediction",
                              model={"resolution": [32, 32], "num_slots": 4})
     expect_error(["train", "set-prediction", "--data", f"folder:{data}", "--out", str(run),
-                  "--preset", str(sp_preset), *TINY_ARGS], capsys, "holds a object_discovery run")
+                  "--preset", str(sp_preset), *TINY_ARGS], capsys, "holds an object_discovery run")
     expect_error(train_cmd(data, tmp_path / "r2", preset, "--batch-size", "64"), capsys,
                  "larger than the training set")
     # resuming with another model would fail deep inside load_state_dict: one sentence instead

@@ -335,7 +335,8 @@ def write_cache(
     try:
         if final.exists() and not overwrite:
             raise DataError(
-                f"cache {final} already exists; pass overwrite (--overwrite) to replace it"
+                f"cache {final} already exists; pass overwrite=True (--overwrite on the command "
+                "line) to replace it"
             )
         writer = ShardWriter(final)
     except OSError as exc:

@@ -39,7 +39,7 @@ def model_config(task: str, values: ModelConfig | dict[str, Any] | None = None) 
     if isinstance(values, cls):
         return values
     if values is not None and not isinstance(values, dict):
-        raise TypeError(f"a {task} model needs a {cls.__name__}, got {type(values).__name__}")
+        raise TypeError(f"the {task} model needs a {cls.__name__}, got {type(values).__name__}")
     return from_dict(cls, values or {}, where="model")
 
 

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset, default_collate
 from slotlab.data import build_dataset
 from slotlab.data.preprocess import normalize_batch_image, resize_image, resize_mask
 from slotlab.errors import ConfigError, DataError, SlotlabError
-from slotlab.metrics import average_precision_all, segmentation_metrics
+from slotlab.metrics import segmentation_metrics
 from slotlab.models.object_discovery import cells_to_pixels, config_cell_pixels
 from slotlab.schema import to_dict
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
@@ -258,38 +258,12 @@ def slot_noise(model: nn.Module, batch: int, generator: torch.Generator) -> torc
 @torch.no_grad()
 def evaluate_figures(model: nn.Module, dataset: Dataset, task: str, num: int, seed: int,
                      batch_size: int, device: torch.device) -> dict[str, float]:
-    """The paper's figures of `model` (eval mode) on the first `num` images of `dataset`, the slot
-    noise drawn per batch from a generator seeded with `seed`: MSE and, with masks, ARI, FG-ARI,
-    mBO and mIoU averaged over images (NaNs left out) for object discovery; AP at every
-    threshold for set prediction."""
-    model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    n = min(num, len(dataset))
-    values: dict[str, list[torch.Tensor]] = {}
-    predictions, targets = [], []
-    for start in range(0, n, batch_size):
-        batch = load_batch(dataset, range(start, min(n, start + batch_size)), model.resolution)
-        image = batch["image"].to(device)
-        noise = slot_noise(model, image.shape[0], generator).to(device)
-        out = model(image, noise=noise)
-        if task == "object_discovery":
-            per_image = {"mse": ((out.recon_combined.float() - image) ** 2).mean(dim=(1, 2, 3))}
-            if "mask" in batch:
-                per_image.update(segmentation_metrics(batch["mask"].to(device), out.masks.float()))
-            for key, v in per_image.items():
-                values.setdefault(key, []).append(v.float().cpu())
-        else:
-            predictions.append(out.predictions.float().cpu())
-            targets.append(batch["target"].float())
-    if task == "set_prediction":
-        return {k: float(v) for k, v in average_precision_all(torch.cat(predictions),
-                                                                 torch.cat(targets)).items()}
-    result = {}
-    for key, parts in values.items():
-        v = torch.cat(parts)
-        v = v[~torch.isnan(v)]
-        result[key] = float(v.mean()) if len(v) else math.nan
-    return result
+    """The figures `slotlab eval` reports for `model` on the first `num` images of `dataset`
+    (slot noise seeded with `seed`)."""
+    from slotlab.train.evaluate import evaluate, untrained_figures
+
+    return untrained_figures(evaluate(model, dataset, task, num=num, batch_size=batch_size,
+                                      seed=seed, device=device))
 
 
 def describe(row: np.ndarray) -> dict[str, Any]:
@@ -536,7 +510,6 @@ def untrained_figures(config: dict[str, Any], model: nn.Module, evals: list[dict
     for record in reversed(evals):
         if isinstance(record.get("untrained"), dict):
             return {"values": record["untrained"], "source": "recorded by the run"}
-    from slotlab.models import build_model
 
     task = config["task"]
     last = evals[-1] if evals else {}
@@ -556,12 +529,9 @@ def untrained_figures(config: dict[str, Any], model: nn.Module, evals: list[dict
             return None
         dataset, split = fallback
         where = f"the report's images ({exc})"
-    state = torch.get_rng_state()
-    try:
-        torch.manual_seed(int(config.get("seed", 0)))
-        fresh = build_model(task, model.config).to(device)
-    finally:
-        torch.set_rng_state(state)
+    from slotlab.train.evaluate import untrained_model
+
+    fresh = untrained_model(task, model.config, int(config.get("seed", 0))).to(device)
     batch_size = min(int(config.get("batch_size", 32)), 64)
     values = evaluate_figures(fresh, dataset, task, num, seed, batch_size, device)
     return {"values": values, "source": f"computed now: a freshly initialised model (seed "

@@ -109,7 +109,7 @@ def next_batch(batches: Iterator[dict], step: int, run_dir: Path) -> dict:
         return next(batches)
     except SlotlabError as exc:
         kept = list_checkpoints(run_dir)
+        last = (f"the last checkpoint (step {kept[-1][0]}) is kept in {run_dir}" if kept else
+                f"no checkpoint was written yet in {run_dir}")
         raise type(exc)(
-            f"{worker_error_message(exc)}; training stopped at step {step}, the last "
-            f"checkpoint (step {kept[-1][0] if kept else 'none'}) is kept in {run_dir}"
-        ) from None
+            f"{worker_error_message(exc)}; training stopped at step {step}, {last}") from None

@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train object discovery or set prediction. Running the same "
                        "command on an existing run directory resumes it. Unset options come "
                        "from the preset, else the official settings.")
-    p.add_argument("task", choices=["object-discovery", "set-prediction"])
+    p.add_argument("task", choices=["object-discovery", "set-prediction"],
+                   help="what to train: object discovery (autoencoder) or set prediction")
     p.add_argument("--data", metavar="SPEC",
                    help="data spec, e.g. procedural, procedural-sprites, clevr:PATH, folder:DIR")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")

@@ -100,7 +100,7 @@ class TrainConfig:
         if model is None or isinstance(model, dict):
             model = model_config(task, model)
         elif not isinstance(model, CONFIGS[task]):
-            raise ConfigError(f"a {task} run needs a {CONFIGS[task].__name__}, got "
+            raise ConfigError(f"the task {task} needs a {CONFIGS[task].__name__}, got "
                               f"{type(model).__name__}")
         object.__setattr__(self, "model", model)
         for name in ("batch_size", "steps", "log_every", "eval_every", "eval_num", "image_every",

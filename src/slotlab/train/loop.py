@@ -40,7 +40,7 @@ from slotlab.train.evaluate import (
     untrained_figures,
     untrained_model,
 )
-from slotlab.train.rundir import MetricsLog, open_run
+from slotlab.train.rundir import MetricsLog, open_run, write_run_config
 from slotlab.train.runtime import (
     Distributed,
     SigtermFlag,
@@ -79,12 +79,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     run_dir = Path(run_dir)
     dist_info, device = init_distributed(cfg.device)
     check_options(cfg, device, dist_info)
-    newest = open_run(run_dir, cfg, dist_info.is_main)
+    newest = open_run(run_dir, cfg, dist_info.is_main, write_config=False)
+    seed_everything(cfg.seed, cfg.deterministic)
+    dataset = build_train_dataset(cfg)  # bad data is refused before config.yaml is written
     if dist_info.is_main:
+        write_run_config(run_dir, cfg)
         warn_emulated_bf16(cfg.bf16, device)
     dist_info.barrier()
-    seed_everything(cfg.seed, cfg.deterministic)
-    dataset = build_train_dataset(cfg)
     state = build_state(cfg, device, dist_info)
     if newest is not None:
         state.load_state_dict(newest[2], newest[0], newest[1])
@@ -164,10 +165,10 @@ def check_finite(bad: torch.Tensor, loss: torch.Tensor, checked: int, step: int,
         kept = list_checkpoints(run_dir)
         when = f"at step {step - 1}" if step - checked == 1 else \
             f"between steps {checked} and {step - 1}"
-        raise TrainingStopped(
-            f"the loss became non-finite ({loss.item()}) {when}; training stopped, the last good "
-            f"checkpoint (step {kept[-1][0] if kept else 'none'}) is kept in {run_dir}"
-        )
+        last = (f"the last good checkpoint (step {kept[-1][0]}) is kept in {run_dir}" if kept
+                else f"no checkpoint was written yet in {run_dir}")
+        raise TrainingStopped(f"the loss became non-finite ({loss.item()}) {when}; training "
+                              f"stopped, {last}")
 
 
 class Report:

@@ -80,11 +80,14 @@ def write_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()), "run config")
 
 
-def open_run(run_dir: Path, cfg: TrainConfig, is_main: bool = True) -> Checkpoint | None:
+def open_run(run_dir: Path, cfg: TrainConfig, is_main: bool = True,
+             write_config: bool = True) -> Checkpoint | None:
     """Open a run directory to train in; returns its newest readable checkpoint (None for a new
-    run). The main process checks the directory and writes `config.yaml`, only once the run is
-    known to be resumable: a directory whose checkpoints all fail to load is refused in one
-    `CheckpointError` and left as it is (training from step 0 would overwrite the run)."""
+    run). The main process checks the directory and writes `config.yaml` (unless
+    `write_config` is False: the caller writes it with `write_run_config` once the data is
+    known to load), only once the run is known to be resumable: a directory whose checkpoints
+    all fail to load is refused in one `CheckpointError` and left as it is (training from step
+    0 would overwrite the run)."""
     if is_main:
         check_run_dir(run_dir, cfg)
     try:
@@ -95,7 +98,7 @@ def open_run(run_dir: Path, cfg: TrainConfig, is_main: bool = True) -> Checkpoin
             f"new run with another --out (or move {run_dir / 'checkpoints'} away to start this "
             "run over)"
         ) from None
-    if is_main:
+    if is_main and write_config:
         write_run_config(run_dir, cfg)
     return newest
 

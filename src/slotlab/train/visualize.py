@@ -476,9 +476,10 @@ def visualize(
     data_spec: str | None,
     out_file: str | Path,
     num: int = 8,
-    split: str = "val",
+    split: str | None = None,
     seed: int = 0,
     device: str = "cpu",
+    num_iterations: int | None = None,
 ) -> Path:
     """Run a model on the first `num` examples of a dataset and write its figure as a PNG.
 
@@ -487,9 +488,11 @@ def visualize(
         data_spec: a `build_dataset` spec; None = the run's training data.
         out_file: where the PNG goes (parent directories are created).
         num: examples (rows).
-        split: the split to draw from; "train" is used (with a note) when it does not exist.
+        split: the split to draw from (default: "val"; a folder given as `data_spec`: "all");
+            "train" is used (with a note) when it does not exist.
         seed: seeds the slot-initialisation noise [B, K, D], so a figure is reproducible.
         device: where the model runs.
+        num_iterations: Slot Attention iterations (default: the model's, in eval mode).
     Returns:
         the path written.
     """
@@ -504,17 +507,23 @@ def visualize(
     if device_obj.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available")
 
+    from slotlab.data.build import options_for, parse_spec
+
     model, info = load_model(path, device=device_obj)
     task = info["task"]
+    if split is None:
+        split = "all" if data_spec and parse_spec(data_spec)[0] == "folder" else "val"
     options: dict[str, Any] = {}
     if data_spec is None:
         data_spec = info.get("data")
         if data_spec is None:
             raise ConfigError(f"{path} does not record its training data; pass --data SPEC")
-        options.update((info.get("config") or {}).get("data_options") or {})
+        options.update({k: v for k, v in ((info.get("config") or {}).get("data_options")
+                                          or {}).items() if v is not None})
     resolution = getattr(model, "resolution", None)
     if resolution is not None:
         options["resolution"] = tuple(resolution)
+    options, _ = options_for(data_spec, options)
 
     dataset, split = _build_data(data_spec, split, task, options)
     samples = [dataset[i] for i in range(min(num, len(dataset)))]
@@ -529,7 +538,8 @@ def visualize(
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(samples), num_slots, slot_size, generator=generator).to(device_obj)
     with torch.no_grad():
-        output = model(images, noise=noise, return_all_attention=True)
+        output = model(images, noise=noise, return_all_attention=True,
+                       num_iterations=num_iterations)
 
     if task == "object_discovery":
         figure = object_discovery_figure(images, output, num=num,
@@ -568,7 +578,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="PNG file to write (replaced if it exists)")
     p.add_argument("--num", type=positive_int, default=8,
                    help="number of examples, one row each (default 8)")
-    p.add_argument("--split", default="val", help="split (default val; train if absent)")
+    p.add_argument("--split", default=None,
+                   help="split (default val, train if absent; a folder given with --data: all)")
+    p.add_argument("--num-iterations", type=positive_int, default=None,
+                   help="Slot Attention iterations (default: the model's in eval mode)")
     p.add_argument("--seed", type=int, default=0, help="slot-initialisation noise seed")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=_run)
@@ -576,6 +589,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     out = visualize(args.path, args.data, args.out, num=args.num, split=args.split,
-                    seed=args.seed, device=args.device)
+                    seed=args.seed, device=args.device, num_iterations=args.num_iterations)
     print(f"wrote {out}")
     return 0
