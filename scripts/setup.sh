@@ -23,4 +23,6 @@ fi
 if ! "$PY" -c "from jupyter_client.kernelspec import KernelSpecManager as K; K().get_kernel_spec('python3')" >/dev/null 2>&1; then
   "$PY" -m ipykernel install --user --name python3 >/dev/null
 fi
-"$PY" -m jupyter nbconvert --version >/dev/null && echo "[setup] notebook: SLOTLAB_MODEL=RUN_DIR jupyter nbconvert --to html --execute notebooks/eval.ipynb --output-dir RUN_DIR"
+if "$PY" -m jupyter nbconvert --version >/dev/null 2>&1; then
+  echo "[setup] notebook: SLOTLAB_MODEL=RUN_DIR jupyter nbconvert --to html --execute notebooks/eval.ipynb --output-dir RUN_DIR"
+fi
