@@ -36,7 +36,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,11 +310,45 @@ def write_cache(
         (without `overwrite`) or a failed write. Whatever goes wrong (an exception, Ctrl-C, a
         killed process), no complete-looking cache is left at `out_dir/<split>`.
     """
-    from slotlab import __version__
-    from slotlab.data.build import default_num_workers
-
     split = normalize_split(split, None)
     task = normalize_task(task)
+    count, workers = _check_write_options(dataset, num, workers, shard_size)
+    final, writer = _start_writer(Path(out_dir).expanduser(), split, overwrite)
+    started = time.time()
+    show = sys.stderr.isatty() if progress is None else progress
+    batches = iter(_encoding_loader(dataset, count, workers))
+    try:
+        with tqdm(total=count, desc=f"caching {split}", unit="img", disable=not show) as bar:
+            layout, shards = _write_shards(
+                batches, writer, count, shard_size, task, source or dataset, bar
+            )
+        meta = _cache_meta(
+            layout,
+            shards,
+            source=source if source is not None else repr(dataset),
+            source_options=source_options,
+            split=split,
+            task=task,
+            count=count,
+            options={"num": num, "workers": workers, "shard_size": shard_size},
+            started=started,
+        )
+        writer.commit(meta, if_exists="replace" if overwrite else "error")
+    except BaseException as exc:
+        _stop_workers(batches)
+        writer.abort()
+        if isinstance(exc, OSError):
+            raise DataError(f"writing the cache {final} failed ({exc.strerror or exc})") from None
+        raise
+    return final
+
+
+def _check_write_options(
+    dataset: Dataset, num: int | None, workers: int | None, shard_size: int
+) -> tuple[int, int]:
+    """The checked item count and worker count of `write_cache`; ConfigError for a bad one."""
+    from slotlab.data.build import default_num_workers
+
     try:
         available = len(dataset)  # type: ignore[arg-type]
     except TypeError:
@@ -329,8 +363,11 @@ def write_cache(
     workers = default_num_workers(count) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"workers must be a non-negative integer, got {workers!r}")
+    return count, workers
 
-    out_dir = Path(out_dir).expanduser()
+
+def _start_writer(out_dir: Path, split: str, overwrite: bool) -> tuple[Path, ShardWriter]:
+    """The final directory `out_dir/<split>` and the writer of its hidden partial directory."""
     final = out_dir / split
     try:
         if final.exists() and not overwrite:
@@ -338,12 +375,14 @@ def write_cache(
                 f"cache {final} already exists; pass overwrite=True (--overwrite on the command "
                 "line) to replace it"
             )
-        writer = ShardWriter(final)
+        return final, ShardWriter(final)
     except OSError as exc:
         raise DataError(f"cannot write a cache in {out_dir} ({exc.strerror or exc})") from None
 
-    started = time.time()
-    loader = DataLoader(
+
+def _encoding_loader(dataset: Dataset, count: int, workers: int) -> DataLoader:
+    """Batches (lists) of the first `count` items of `dataset`, encoded in `workers` processes."""
+    return DataLoader(
         _Encoder(dataset, count),
         batch_size=WRITE_BATCH,
         shuffle=False,
@@ -352,77 +391,104 @@ def write_cache(
         worker_init_fn=_one_thread if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def _write_shards(
+    batches: Iterator[list[Any]],
+    writer: ShardWriter,
+    count: int,
+    shard_size: int,
+    task: str,
+    source: Any,
+    bar: tqdm,
+) -> tuple[_Layout, list[dict[str, Any]]]:
+    """Write the encoded items as shards of `shard_size`; return their layout and meta entries.
+
+    `source` (the spec, or the dataset) is only named in the error for a set-prediction
+    cache of a source without targets.
+    """
     shards: list[dict[str, Any]] = []
     shard: _Shard | None = None
     layout: _Layout | None = None
     index = 0
-    show = sys.stderr.isatty() if progress is None else progress
-    batches = iter(loader)
-    try:
-        with tqdm(total=count, desc=f"caching {split}", unit="img", disable=not show) as bar:
-            for batch in batches:
-                for item in batch:
-                    if isinstance(item, _Failure):
-                        raise item.error
-                    if layout is None:
-                        layout = _Layout(item)
-                        if task == "set_prediction" and layout.target is None:
-                            raise DataError(
-                                f"the source dataset has no set-prediction targets, so it "
-                                f"cannot be cached for task set_prediction: {source or dataset!r}"
-                            )
-                    layout.check(index, item)
-                    if shard is None:
-                        rows = min(shard_size, count - index)
-                        shard = _Shard(writer, len(shards), rows, layout)
-                    shard.put(item)
-                    index += 1
-                    if shard.filled == shard.rows:
-                        shards.append(shard.close())
-                        shard = None
-                bar.update(len(batch))
-        if index != count or layout is None:
-            raise DataError(f"the source dataset gave {index} items, expected {count}")
-        height, width = layout.image[:2]
-        fields: dict[str, Any] = {
-            "images": {"shape": list(layout.image), "dtype": "uint8"},
-        }
-        if layout.mask is not None:
-            dtypes = {s["mask_dtype"] for s in shards}
-            fields["masks"] = {"shape": list(layout.mask), "dtype": "/".join(sorted(dtypes))}
-        if layout.target is not None:
-            fields["targets"] = {"shape": list(layout.target), "dtype": "float32"}
-        meta = {
-            "format": CACHE_FORMAT,
-            "version": CACHE_VERSION,
-            "slotlab_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "source": source if source is not None else repr(dataset),
-            "source_options": _jsonable(dict(source_options or {})),
-            "split": split,
-            "task": task,
-            "count": count,
-            "resolution": [height, width],
-            "quantization": QUANTIZATION,
-            "fields": fields,
-            "shards": shards,
-            "options": {"num": num, "workers": workers, "shard_size": shard_size},
-            "seconds": round(time.time() - started, 3),
-        }
-        writer.commit(meta, if_exists="replace" if overwrite else "error")
-    except BaseException as exc:
-        shard = None
-        # Stop the workers now: the traceback of an error raised by a worker holds the loader's
-        # iterator, and if that is only collected later (in a reference cycle) its queues may be
-        # finalised first, so the workers miss the stop signal and each join waits 5 s.
-        stop_workers = getattr(batches, "_shutdown_workers", None)
-        if stop_workers is not None:
-            stop_workers()
-        writer.abort()
-        if isinstance(exc, OSError):
-            raise DataError(f"writing the cache {final} failed ({exc.strerror or exc})") from None
-        raise
-    return final
+    for batch in batches:
+        for item in batch:
+            if isinstance(item, _Failure):
+                raise item.error
+            if layout is None:
+                layout = _Layout(item)
+                if task == "set_prediction" and layout.target is None:
+                    raise DataError(
+                        f"the source dataset has no set-prediction targets, so it "
+                        f"cannot be cached for task set_prediction: {source!r}"
+                    )
+            layout.check(index, item)
+            if shard is None:
+                shard = _Shard(writer, len(shards), min(shard_size, count - index), layout)
+            shard.put(item)
+            index += 1
+            if shard.filled == shard.rows:
+                shards.append(shard.close())
+                shard = None
+        bar.update(len(batch))
+    if index != count or layout is None:
+        raise DataError(f"the source dataset gave {index} items, expected {count}")
+    return layout, shards
+
+
+def _cache_meta(
+    layout: _Layout,
+    shards: list[dict[str, Any]],
+    *,
+    source: str,
+    source_options: Mapping[str, Any] | None,
+    split: str,
+    task: str,
+    count: int,
+    options: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """The contents of meta.json for a cache whose shards are all written."""
+    from slotlab import __version__
+
+    fields: dict[str, Any] = {
+        "images": {"shape": list(layout.image), "dtype": "uint8"},
+    }
+    if layout.mask is not None:
+        dtypes = {s["mask_dtype"] for s in shards}
+        fields["masks"] = {"shape": list(layout.mask), "dtype": "/".join(sorted(dtypes))}
+    if layout.target is not None:
+        fields["targets"] = {"shape": list(layout.target), "dtype": "float32"}
+    height, width = layout.image[:2]
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "slotlab_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "source": source,
+        "source_options": _jsonable(dict(source_options or {})),
+        "split": split,
+        "task": task,
+        "count": count,
+        "resolution": [height, width],
+        "quantization": QUANTIZATION,
+        "fields": fields,
+        "shards": shards,
+        "options": options,
+        "seconds": round(time.time() - started, 3),
+    }
+
+
+def _stop_workers(batches: Iterator[Any]) -> None:
+    """Stop the loader's workers now, after a failed write.
+
+    The traceback of an error raised by a worker holds the loader's iterator, and if that is
+    only collected later (in a reference cycle) its queues may be finalised first, so the workers
+    miss the stop signal and each join waits 5 s.
+    """
+    stop_workers = getattr(batches, "_shutdown_workers", None)
+    if stop_workers is not None:
+        stop_workers()
 
 
 # --------------------------------------------------------------------------------------------
