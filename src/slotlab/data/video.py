@@ -27,10 +27,13 @@ where a video comes from.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from slotlab.data.options import parse_resolution
 from slotlab.errors import ConfigError
@@ -38,10 +41,13 @@ from slotlab.errors import ConfigError
 __all__ = [
     "FLOW_SCALING_FACTOR",
     "VIDEO_KEYS",
+    "GeneratedVideoDataset",
+    "VideoClip",
     "box_centres",
     "boxes_from_masks",
     "check_float",
     "check_int",
+    "check_motion",
     "check_resolution",
     "check_task",
     "flow_to_rgb",
@@ -143,3 +149,98 @@ def check_task(task: str) -> str:
     if name not in ("video", "object_discovery"):
         raise ConfigError(f"procedural video supports task video, got task {task!r}")
     return "video"
+
+
+def check_motion(min_pixels: int | None, min_speed: Any, max_speed: Any,
+                 rotation_speed: Any) -> dict[str, Any]:
+    """The checked motion options of a video generator: `min_pixels`, `speed_range` (low, high)
+    and `rotation_speed`, else a ConfigError naming the option."""
+    if min_pixels is not None:
+        min_pixels = check_int("min_pixels", min_pixels, 0)
+    low, high = check_float("min_speed", min_speed), check_float("max_speed", max_speed)
+    if low > high:
+        raise ConfigError(f"min_speed ({low}) must be <= max_speed ({high})")
+    return {"min_pixels": min_pixels, "speed_range": (low, high),
+            "rotation_speed": check_float("rotation_speed", rotation_speed)}
+
+
+@dataclass
+class VideoClip:
+    """One generated video: frames uint8 [T, H, W, 3], masks uint8 [T, H, W], backward and
+    forward flow float32 [T, H, W, 2] (d_row, d_col). Generators add their own state."""
+
+    frames: np.ndarray
+    masks: np.ndarray
+    backward_flow: np.ndarray
+    forward_flow: np.ndarray
+
+
+class GeneratedVideoDataset(Dataset):
+    """What every procedural video dataset shares: the options common to all of them, checked,
+    and items made on the fly from `clip(item)` (see the module docstring for their layout).
+
+    A subclass calls `__init__` with the common options and the largest object count it can
+    draw, adds its own options to `self.options` (passed to its generator) and defines `clip`.
+
+    Args (all but the last two are options of every subclass):
+        split: any split name; it only seeds the videos.
+        task: "video" ("object_discovery", `build_dataset`'s default, is taken as video).
+        num: the number of videos.
+        seed: the dataset seed.
+        resolution: (H, W) or one int.
+        num_frames: T, frames per clip.
+        min_objects, max_objects: object count range (each subclass has its defaults).
+        max_instances: rows of boxes/points (default max_objects; MOVi pads to a fixed count).
+        min_pixels, min_speed, max_speed: see the subclass.
+        rotation_speed: largest spin in degrees per frame (0: none).
+        object_limit, limit_reason: the largest max_objects the generator can draw, and why.
+    """
+
+    noun: ClassVar[str] = "videos"  # what an IndexError calls the items
+    shown_options: ClassVar[tuple[str, ...]] = ()  # options of `self.options` in the repr
+
+    def __init__(self, split: str, task: str, num: int, seed: int,
+                 resolution: int | tuple[int, int], num_frames: int, min_objects: int,
+                 max_objects: int, max_instances: int | None, *, object_limit: int,
+                 limit_reason: str) -> None:
+        self.task = check_task(task)
+        self.split, self.num = str(split), check_int("num", num, 0)
+        self.seed = check_int("seed", seed, 0)
+        self.resolution = check_resolution(resolution)
+        self.num_frames = check_int("num_frames", num_frames, 1)
+        min_objects = check_int("min_objects", min_objects, 1)
+        max_objects = check_int("max_objects", max_objects, 1)
+        if min_objects > max_objects:
+            raise ConfigError(f"min_objects ({min_objects}) must be <= max_objects "
+                              f"({max_objects})")
+        if max_objects > object_limit:
+            raise ConfigError(f"max_objects must be <= {object_limit} ({limit_reason}), got "
+                              f"{max_objects}")
+        self.max_instances = max_objects if max_instances is None else check_int(
+            "max_instances", max_instances, max_objects)
+        self.options: dict[str, Any] = {"min_objects": min_objects, "max_objects": max_objects}
+
+    def clip(self, item: int) -> VideoClip:
+        """The clip of item `item` (deterministic in seed, split and item)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        if not -self.num <= item < self.num:
+            raise IndexError(f"item {item} out of range for {self.num} {self.noun}")
+        clip = self.clip(item % self.num)
+        return video_sample(clip.frames, clip.masks, clip.backward_flow, clip.forward_flow,
+                            self.max_instances)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for i in range(self.num):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        o = self.options
+        shown = "".join(f", {key}={o[key]}" for key in self.shown_options)
+        return (f"{type(self).__name__}(split={self.split!r}, num={self.num}, seed={self.seed}, "
+                f"resolution={self.resolution}, num_frames={self.num_frames}, "
+                f"objects={o['min_objects']}-{o['max_objects']}{shown})")

@@ -22,24 +22,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from slotlab.data.clevr_vocab import NATIVE_SIZE
 from slotlab.data.procedural import project, render_scene, sample_scene, split_seed
 from slotlab.data.procedural.render import _primary, _Shape, _View
-from slotlab.data.video import (
-    check_float,
-    check_int,
-    check_resolution,
-    check_task,
-    video_sample,
-)
+from slotlab.data.video import GeneratedVideoDataset, VideoClip, check_int, check_motion
 from slotlab.errors import ConfigError
 
 __all__ = ["DEFAULT_WINDOW", "ClevrClip", "ProceduralVideoDataset", "clevr_video"]
@@ -50,15 +42,10 @@ FLOOR_LIMIT = 3.0  # object centres stay in [-3, 3]^2, the area scenes are place
 
 
 @dataclass
-class ClevrClip:
-    """One CLEVR-style video: frames uint8 [T, H, W, 3], masks uint8 [T, H, W], backward and
-    forward flow float32 [T, H, W, 2] (d_row, d_col), and the scene of every state from one
-    step before the clip to one after (T + 2 scene dicts)."""
+class ClevrClip(VideoClip):
+    """One CLEVR-style video (`VideoClip`) and the scene of every state from one step before the
+    clip to one after (T + 2 scene dicts)."""
 
-    frames: np.ndarray
-    masks: np.ndarray
-    backward_flow: np.ndarray
-    forward_flow: np.ndarray
     scenes: list[dict[str, Any]]
 
 
@@ -200,24 +187,19 @@ def clevr_video(
                      states)
 
 
-class ProceduralVideoDataset(Dataset):
+class ProceduralVideoDataset(GeneratedVideoDataset):
     """CLEVR-style videos rendered on the fly (no disk). Items: see `slotlab.data.video`.
 
-    Args:
-        split: any split name; it only seeds the videos.
-        task: "video" ("object_discovery", `build_dataset`'s default, is taken as video).
-        num: the number of videos.
-        seed: the dataset seed.
-        resolution: (H, W) or one int.
-        num_frames: T, frames per clip.
+    Args: those of `GeneratedVideoDataset` and
         min_objects, max_objects: object count range (default 3-6).
-        max_instances: rows of boxes/points (default max_objects).
         window: (r0, r1, c0, c1) of the native 480x320 frame (default its square middle).
         supersample: samples per pixel side at edges.
         min_pixels: visible pixels per object in the first frame (default H * W / 800).
         min_speed, max_speed: floor speed range in world units per frame.
-        rotation_speed: largest spin in degrees per frame (0: none).
     """
+
+    noun = "procedural videos"
+    shown_options = ("window",)
 
     def __init__(
         self,
@@ -237,20 +219,8 @@ class ProceduralVideoDataset(Dataset):
         max_speed: float = 0.15,
         rotation_speed: float = 0.0,
     ) -> None:
-        self.task = check_task(task)
-        self.split, self.num = str(split), check_int("num", num, 0)
-        self.seed = check_int("seed", seed, 0)
-        self.resolution = check_resolution(resolution)
-        self.num_frames = check_int("num_frames", num_frames, 1)
-        min_objects = check_int("min_objects", min_objects, 1)
-        max_objects = check_int("max_objects", max_objects, 1)
-        if min_objects > max_objects:
-            raise ConfigError(f"min_objects ({min_objects}) must be <= max_objects "
-                              f"({max_objects})")
-        if max_objects > 10:
-            raise ConfigError(f"max_objects must be <= 10 (CLEVR scenes), got {max_objects}")
-        self.max_instances = max_objects if max_instances is None else check_int(
-            "max_instances", max_instances, max_objects)
+        super().__init__(split, task, num, seed, resolution, num_frames, min_objects, max_objects,
+                         max_instances, object_limit=10, limit_reason="CLEVR scenes")
         try:
             box = tuple(float(v) for v in window)
         except (TypeError, ValueError):
@@ -259,39 +229,11 @@ class ProceduralVideoDataset(Dataset):
                                  and 0 <= box[2] < box[3] <= NATIVE_SIZE[0]):
             raise ConfigError(f"window must be (r0, r1, c0, c1) inside the 320x480 frame with "
                               f"r0 < r1 and c0 < c1, got {window!r}")
-        if min_pixels is not None:
-            min_pixels = check_int("min_pixels", min_pixels, 0)
-        low, high = check_float("min_speed", min_speed), check_float("max_speed", max_speed)
-        if low > high:
-            raise ConfigError(f"min_speed ({low}) must be <= max_speed ({high})")
-        self.options = {
-            "min_objects": min_objects, "max_objects": max_objects, "window": box,
-            "supersample": check_int("supersample", supersample, 1), "min_pixels": min_pixels,
-            "speed_range": (low, high),
-            "rotation_speed": check_float("rotation_speed", rotation_speed),
-        }
-
-    def __len__(self) -> int:
-        return self.num
+        self.options["window"] = box
+        self.options["supersample"] = check_int("supersample", supersample, 1)
+        self.options.update(check_motion(min_pixels, min_speed, max_speed, rotation_speed))
 
     def clip(self, item: int) -> ClevrClip:
         """The clip of item `item` (deterministic in seed, split and item)."""
         rng = np.random.default_rng(split_seed(self.seed, f"{self.split}/video", item))
         return clevr_video(rng, self.resolution, self.num_frames, **self.options)
-
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        if not -self.num <= item < self.num:
-            raise IndexError(f"item {item} out of range for {self.num} procedural videos")
-        clip = self.clip(item % self.num)
-        return video_sample(clip.frames, clip.masks, clip.backward_flow, clip.forward_flow,
-                            self.max_instances)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for i in range(self.num):
-            yield self[i]
-
-    def __repr__(self) -> str:
-        o = self.options
-        return (f"ProceduralVideoDataset(split={self.split!r}, num={self.num}, seed={self.seed}, "
-                f"resolution={self.resolution}, num_frames={self.num_frames}, "
-                f"objects={o['min_objects']}-{o['max_objects']}, window={o['window']})")

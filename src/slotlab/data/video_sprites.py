@@ -17,13 +17,10 @@ split, index); the first frame shows every object with at least `min_pixels` pix
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from slotlab.data.procedural import split_seed
 from slotlab.data.sprites import (
@@ -35,28 +32,17 @@ from slotlab.data.sprites import (
     _inside,
     _random_colours,
 )
-from slotlab.data.video import (
-    check_float,
-    check_int,
-    check_resolution,
-    check_task,
-    video_sample,
-)
+from slotlab.data.video import GeneratedVideoDataset, VideoClip, check_motion
 from slotlab.errors import ConfigError
 
 __all__ = ["ProceduralVideoSpritesDataset", "SpriteClip", "sprite_video"]
 
 
 @dataclass
-class SpriteClip:
-    """One sprite video: frames uint8 [T, H, W, 3], masks uint8 [T, H, W], backward and forward
-    flow float32 [T, H, W, 2] (d_row, d_col), and the objects' states (centres [T + 2, n, 2] as
-    (x, y) pixels and angles [T + 2, n] in degrees, from one step before the clip to one after)."""
+class SpriteClip(VideoClip):
+    """One sprite video (`VideoClip`) and the objects' states (centres [T + 2, n, 2] as (x, y)
+    pixels and angles [T + 2, n] in degrees, from one step before the clip to one after)."""
 
-    frames: np.ndarray
-    masks: np.ndarray
-    backward_flow: np.ndarray
-    forward_flow: np.ndarray
     centres: np.ndarray
     angles: np.ndarray
     objects: list[dict[str, Any]]
@@ -208,23 +194,17 @@ def sprite_video(
                       objects)
 
 
-class ProceduralVideoSpritesDataset(Dataset):
+class ProceduralVideoSpritesDataset(GeneratedVideoDataset):
     """Sprite videos made on the fly (no disk). Items: see `slotlab.data.video`.
 
-    Args:
-        split: any split name; it only seeds the videos.
-        task: "video" ("object_discovery", `build_dataset`'s default, is taken as video).
-        num: the number of videos.
-        seed: the dataset seed.
-        resolution: (H, W) or one int.
-        num_frames: T, frames per clip.
-        min_objects, max_objects: object count range.
-        max_instances: rows of boxes/points (default max_objects; MOVi pads to a fixed count).
+    Args: those of `GeneratedVideoDataset` and
+        min_objects, max_objects: object count range (default 2-5).
         background: "random", "greyscale", "grey" or "black".
         min_pixels: visible pixels per object in the first frame (default 15 at 64x64, scaled).
         min_speed, max_speed: speed range as fractions of min(H, W) per frame.
-        rotation_speed: largest spin in degrees per frame (0: none).
     """
+
+    noun = "sprite videos"
 
     def __init__(
         self,
@@ -243,55 +223,15 @@ class ProceduralVideoSpritesDataset(Dataset):
         max_speed: float = 0.06,
         rotation_speed: float = 0.0,
     ) -> None:
-        self.task = check_task(task)
-        self.split, self.num = str(split), check_int("num", num, 0)
-        self.seed = check_int("seed", seed, 0)
-        self.resolution = check_resolution(resolution)
-        self.num_frames = check_int("num_frames", num_frames, 1)
-        min_objects = check_int("min_objects", min_objects, 1)
-        max_objects = check_int("max_objects", max_objects, 1)
-        if min_objects > max_objects:
-            raise ConfigError(f"min_objects ({min_objects}) must be <= max_objects "
-                              f"({max_objects})")
-        if max_objects > 255:
-            raise ConfigError(f"max_objects must be <= 255 (uint8 masks), got {max_objects}")
-        self.max_instances = max_objects if max_instances is None else check_int(
-            "max_instances", max_instances, max_objects)
+        super().__init__(split, task, num, seed, resolution, num_frames, min_objects, max_objects,
+                         max_instances, object_limit=255, limit_reason="uint8 masks")
         if background not in BACKGROUNDS:
             raise ConfigError(f"background must be one of {', '.join(BACKGROUNDS)}, got "
                               f"{background!r}")
-        if min_pixels is not None:
-            min_pixels = check_int("min_pixels", min_pixels, 0)
-        low, high = check_float("min_speed", min_speed), check_float("max_speed", max_speed)
-        if low > high:
-            raise ConfigError(f"min_speed ({low}) must be <= max_speed ({high})")
-        self.options = {
-            "min_objects": min_objects, "max_objects": max_objects, "background": background,
-            "min_pixels": min_pixels, "speed_range": (low, high),
-            "rotation_speed": check_float("rotation_speed", rotation_speed),
-        }
-
-    def __len__(self) -> int:
-        return self.num
+        self.options["background"] = background
+        self.options.update(check_motion(min_pixels, min_speed, max_speed, rotation_speed))
 
     def clip(self, item: int) -> SpriteClip:
         """The clip of item `item` (deterministic in seed, split and item)."""
         rng = np.random.default_rng(split_seed(self.seed, self.split, item))
         return sprite_video(rng, self.resolution, self.num_frames, **self.options)
-
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        if not -self.num <= item < self.num:
-            raise IndexError(f"item {item} out of range for {self.num} sprite videos")
-        clip = self.clip(item % self.num)
-        return video_sample(clip.frames, clip.masks, clip.backward_flow, clip.forward_flow,
-                            self.max_instances)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for i in range(self.num):
-            yield self[i]
-
-    def __repr__(self) -> str:
-        o = self.options
-        return (f"ProceduralVideoSpritesDataset(split={self.split!r}, num={self.num}, "
-                f"seed={self.seed}, resolution={self.resolution}, num_frames={self.num_frames}, "
-                f"objects={o['min_objects']}-{o['max_objects']})")
