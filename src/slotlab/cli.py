@@ -19,7 +19,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from slotlab.errors import SlotlabError
+from slotlab.errors import ConfigError, SlotlabError
 
 DESCRIPTION = textwrap.fill(
     "slotlab: object-centric learning with Slot Attention. Train and evaluate object discovery "
@@ -37,12 +37,21 @@ Run `slotlab COMMAND --help` for the options of a command."""
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def _int_at_least(text: str, minimum: int, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 
@@ -52,18 +61,46 @@ def output_file(text: str) -> Path:
     path = Path(text).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give the file to write in it")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = _nearest_existing(path.parent)
     if not parent.is_dir():
         raise argparse.ArgumentTypeError(f"cannot write {text}: {parent} is a file")
+    problem = _write_problem(parent)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text}: {parent} is not writable ({problem})")
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest ancestor that does (below which the missing
+    directories would be created)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_dir(out: Path, label: str | None = None, verb: str = "write") -> None:
+    """ConfigError unless files can be written in the directory `out` (the missing directories
+    of it are created when writing); the message says "cannot {verb} {label}" (default label:
+    the path)."""
+    label = str(out) if label is None else label
+    writable = _nearest_existing(out)
+    if not writable.is_dir():
+        raise ConfigError(f"cannot {verb} {label}: {writable} is a file")
+    problem = _write_problem(writable)
+    if problem is not None:
+        raise ConfigError(f"cannot write {label}: {writable} is not writable ({problem}); give a "
+                          "directory you can write to")
+
+
+def _write_problem(directory: Path) -> str | None:
+    """Why no file can be created in `directory` (the OS's words), or None if one can."""
     try:
-        with tempfile.TemporaryFile(dir=parent):
+        with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as exc:
-        raise argparse.ArgumentTypeError(
-            f"cannot write {text}: {parent} is not writable ({exc.strerror or exc})") from None
-    return path
+        return str(exc.strerror or exc)
+    return None
 
 
 class Parser(argparse.ArgumentParser):

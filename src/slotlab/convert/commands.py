@@ -9,25 +9,15 @@ keeps the old ones); a training run directory or another non-empty directory is 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from slotlab.cli import check_writable_dir, positive_int
 from slotlab.errors import ConfigError
 from slotlab.tasks import normalize_task
 
 MODEL_FILES = ("model.safetensors", "config.json")
 TF_TASKS = ("object_discovery", "set_prediction")  # the official Slot Attention TF code's
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "checkpoints: slotlab convert-savi")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="model directory to write (new or empty; see --overwrite)")
-    p.add_argument("--num-slots", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--num-slots", type=positive_int, default=None, metavar="K",
                    help="number of slots (default: the official K of the task)")
-    p.add_argument("--num-iterations", type=_positive_int, default=None, metavar="T",
+    p.add_argument("--num-iterations", type=positive_int, default=None, metavar="T",
                    help="Slot Attention iterations (not stored in the checkpoint; default: the "
                    "official 3)")
     _add_overwrite(p)
@@ -106,19 +96,7 @@ def check_model_out(out: Path, overwrite: bool = False) -> None:
             raise ConfigError(f"--out {out} is not empty ({len(names)} entries, no model); "
                               "give a new or empty directory (or pass --overwrite to write "
                               "the model files among them)")
-        writable = out
-    else:
-        writable = out.parent
-        while not writable.exists() and writable != writable.parent:
-            writable = writable.parent
-        if not writable.is_dir():
-            raise ConfigError(f"cannot create --out {out}: {writable} is a file")
-    try:
-        with tempfile.TemporaryFile(dir=writable):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write --out {out}: {writable} is not writable "
-                          f"({exc.strerror or exc}); give a directory you can write to") from None
+    check_writable_dir(out, f"--out {out}", verb="create")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from slotlab.cli import check_writable_dir, non_negative_int, positive_int
 from slotlab.data.options import normalize_split, parse_resolution
 from slotlab.errors import ConfigError, DataError
 from slotlab.io import atomic_write, write_hint
@@ -43,26 +43,6 @@ DEFAULT_OBJECTS = {"clevr": (3, 10), "sprites": (2, 6)}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TILE_HEIGHT = 160  # pixels of one image in the contact sheet
 SHEET_COLUMNS = 4  # image/mask pairs per row
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def _split(text: str) -> str:
@@ -102,10 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="split name: train, val, test, ... (default: train)",
     )
     gen.add_argument(
-        "--num", type=_positive_int, default=1000, help="number of images (default: 1000)"
+        "--num", type=positive_int, default=1000, help="number of images (default: 1000)"
     )
     gen.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="dataset seed, >= 0 (default: 0)"
+        "--seed", type=non_negative_int, default=0, help="dataset seed, >= 0 (default: 0)"
     )
     gen.add_argument(
         "--resolution",
@@ -118,16 +98,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="clevr: CLEVR-style 3-D scenes; sprites: flat 2-D shapes (default: clevr)",
     )
     gen.add_argument(
-        "--workers", type=_positive_int, default=None,
+        "--workers", type=positive_int, default=None,
         help="processes rendering in parallel (default: all usable cores)",
     )
     gen.add_argument(
-        "--min-objects", type=_positive_int, default=None,
+        "--min-objects", type=positive_int, default=None,
         help="fewest objects per scene (default: 3 clevr, 2 sprites)",
     )
     gen.add_argument(
         "--max-objects",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="most objects per scene (default: 10 clevr as in CLEVR, 6 sprites; 6 gives "
         "CLEVR6-like data)",
@@ -150,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="split name (default: train)")
     show.add_argument("--out", required=True, type=Path, metavar="FILE.png",
                       help="PNG file to write (replaced if it exists)")
-    show.add_argument("--num", type=_positive_int, default=16,
+    show.add_argument("--num", type=positive_int, default=16,
                       help="number of images (default: 16)")
     show.set_defaults(func=run_show)
 
@@ -174,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="task whose preprocessing the cache holds (default: object_discovery)",
     )
     cache.add_argument(
-        "--num", type=_positive_int, default=None, help="cache the first N items (default: all)"
+        "--num", type=positive_int, default=None, help="cache the first N items (default: all)"
     )
     cache.add_argument(
         "--resolution",
@@ -184,12 +164,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cache.add_argument(
         "--workers",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="loader processes running the source (default: min(2, cores); 0 below 256 items)",
     )
     cache.add_argument(
-        "--shard-size", type=_positive_int, default=None, help="items per shard (default: 4096)"
+        "--shard-size", type=positive_int, default=None, help="items per shard (default: 4096)"
     )
     cache.add_argument(
         "--overwrite", action="store_true", help="replace an existing cache of this split"
@@ -282,22 +262,7 @@ def check_dataset_out(out: Path, split: str, overwrite: bool) -> None:
             raise ConfigError(
                 f"--out {out} already holds split {split!r} ({', '.join(existing)}); pass "
                 "--overwrite to replace it, or choose another --split or --out")
-    _check_writable(out)
-
-
-def _check_writable(out: Path) -> None:
-    """ConfigError unless `out` (a directory, created later where missing) can be written."""
-    writable = out
-    while not writable.exists() and writable != writable.parent:
-        writable = writable.parent
-    if not writable.is_dir():
-        raise ConfigError(f"cannot write {out}: {writable} is a file")
-    try:
-        with tempfile.TemporaryFile(dir=writable):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {writable} is not writable "
-                          f"({exc.strerror or exc}); give a directory you can write to") from None
+    check_writable_dir(out)
 
 
 def run_cache(args: argparse.Namespace) -> int:
@@ -314,7 +279,7 @@ def run_cache(args: argparse.Namespace) -> int:
     if (out / split).exists() and not args.overwrite:
         raise DataError(f"cache {out / split} already exists; pass --overwrite to replace it, "
                         "or choose another --split or --out")
-    _check_writable(out)
+    check_writable_dir(out)
     build_options = dict(options)
     if args.num and args.spec in NO_PATH_KINDS:  # generated data: as many items as asked for
         build_options["num"] = args.num
@@ -350,7 +315,7 @@ def run_show(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give the PNG file to write, e.g. "
                           f"{out / 'sheet.png'}")
-    _check_writable(out.parent)
+    check_writable_dir(out.parent)
     sheet = contact_sheet(args.dir, args.split, args.num)
     atomic_write(out, lambda f: Image.fromarray(sheet).save(f, format="PNG"), "contact sheet")
     print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
