@@ -45,6 +45,7 @@ from slotlab.metrics import segmentation_metrics
 from slotlab.models.object_discovery import cells_to_pixels, config_cell_pixels
 from slotlab.schema import to_dict
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
+from slotlab.train.visualize import checked_device, open_dataset
 
 VIDEO_ERROR = "video runs are not supported by report yet"
 TASKS = ("object_discovery", "set_prediction", "video")
@@ -212,28 +213,6 @@ def _finite(value: Any) -> bool:
 # ------------------------------------------------------------------------------------------------
 # Data and figures
 # ------------------------------------------------------------------------------------------------
-def open_dataset(spec: str, split: str, task: str, options: dict[str, Any]) -> tuple[Dataset, str]:
-    """build_dataset(spec, split, task, **options), the "train" split (with a note) where
-    `split` is missing or empty."""
-    try:
-        dataset = build_dataset(spec, split, task, **options)
-        if len(dataset) > 0:
-            return dataset, split
-        first: Exception = DataError(f"split {split!r} of {spec!r} is empty")
-    except DataError as exc:
-        first = exc
-    if split == "train":
-        raise first
-    try:
-        dataset = build_dataset(spec, "train", task, **options)
-    except DataError:
-        raise first from None
-    if len(dataset) == 0:
-        raise first
-    print(f"note: no usable split {split!r} in {spec!r} ({first}); using 'train'", file=sys.stderr)
-    return dataset, "train"
-
-
 def load_batch(dataset: Dataset, indices: range, resolution: tuple[int, int]) -> dict[str, Any]:
     """Items of `dataset` collated, the images as float in [-1, 1] at the model's resolution
     (and their instance masks, where they have them, resized the same way)."""
@@ -492,16 +471,6 @@ def parse_iterations(text: str | list[int] | None) -> list[int] | None:
     return values
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
-    return device
-
-
 def untrained_figures(config: dict[str, Any], model: nn.Module, evals: list[dict],
                       fallback: tuple[Dataset, str] | None, device: torch.device
                       ) -> dict[str, Any] | None:
@@ -549,7 +518,7 @@ def collect(path: str | Path, data: str | None = None, num: int = 8,
         raise ConfigError(f"--num must be a positive integer, got {num!r}")
     asked = parse_iterations(iterations)
     check_task(path)
-    device_obj = _device(device)
+    device_obj = checked_device(device)
     model, info = load_model(path, device_obj)
     task = info.get("task")
     if task not in TASKS or (task == "video" and not video_supported()):
@@ -580,7 +549,7 @@ def collect(path: str | Path, data: str | None = None, num: int = 8,
                                  max(num, int((config or {}).get("eval_num", num))))
     options["resolution"] = tuple(model.config.resolution)
     split = split or (config or {}).get("eval_split", "val")
-    dataset, split = open_dataset(data, split, task, options)
+    dataset, split = open_dataset(data, split, task, options, note_file=sys.stderr)
     n = min(num, len(dataset))
     if task == "video":
         views = video_views(model, load_video_batch(dataset, range(n), model.config.resolution),

@@ -29,7 +29,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -446,28 +446,39 @@ def set_prediction_figure(
 # ------------------------------------------------------------------------------------------------
 # Model + data -> PNG
 # ------------------------------------------------------------------------------------------------
-def _build_data(
-    data_spec: str, split: str, task: str, options: dict[str, Any]
-) -> tuple[Any, str]:
-    """build_dataset(data_spec, split, task, **options); split "train" if `split` is missing."""
+def checked_device(name: str) -> torch.device:
+    """The torch device `name`; ConfigError if torch does not know it or it is CUDA without CUDA."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def open_dataset(spec: str, split: str, task: str, options: dict[str, Any],
+                 note_file: TextIO | None = None) -> tuple[Any, str]:
+    """build_dataset(spec, split, task, **options), the "train" split where `split` is missing
+    or empty (with a note printed to `note_file`, default stdout)."""
     from slotlab.data import build_dataset
 
     try:
-        dataset = build_dataset(data_spec, split, task, **options)
+        dataset = build_dataset(spec, split, task, **options)
         if len(dataset) > 0:
             return dataset, split
-        first_error: Exception = DataError(f"split {split!r} of {data_spec!r} is empty")
-    except DataError as err:
-        first_error = err
+        first: Exception = DataError(f"split {split!r} of {spec!r} is empty")
+    except DataError as exc:
+        first = exc
     if split == "train":
-        raise first_error
+        raise first
     try:
-        dataset = build_dataset(data_spec, "train", task, **options)
+        dataset = build_dataset(spec, "train", task, **options)
     except DataError:
-        raise first_error from None
+        raise first from None
     if len(dataset) == 0:
-        raise first_error
-    print(f"note: no usable split {split!r} in {data_spec!r} ({first_error}); using 'train'")
+        raise first
+    print(f"note: no usable split {split!r} in {spec!r} ({first}); using 'train'", file=note_file)
     return dataset, "train"
 
 
@@ -500,12 +511,7 @@ def visualize(
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ConfigError(f"--num must be a positive integer, got {num!r}")
-    try:
-        device_obj = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}") from None
-    if device_obj.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available")
+    device_obj = checked_device(device)
 
     from slotlab.data.build import options_for, parse_spec
 
@@ -525,7 +531,7 @@ def visualize(
         options["resolution"] = tuple(resolution)
     options, _ = options_for(data_spec, options)
 
-    dataset, split = _build_data(data_spec, split, task, options)
+    dataset, split = open_dataset(data_spec, split, task, options)
     samples = [dataset[i] for i in range(min(num, len(dataset)))]
     images = torch.stack([s["image"] for s in samples]).to(device_obj)
     if resolution is not None and tuple(images.shape[-2:]) != tuple(resolution):
