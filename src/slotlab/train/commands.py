@@ -219,6 +219,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from slotlab.io import atomic_write
     from slotlab.train.config import config_from_dict
     from slotlab.train.evaluate import (
+        HEADLINE,
         data_options,
         evaluate,
         headline,
@@ -266,6 +267,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         print(f"{spec} {split}, {metrics['num_images']} images, step {info['step']}: "
               + headline(info["task"], metrics))
-        print(format_table({k: v for k, v in result.items() if k != "untrained"}))
-        print(f"(written to {out})", file=sys.stderr)
+        shown = ["path", "step", "num_images", *(k for k, _ in HEADLINE[info["task"]])]
+        print(format_table({k: result[k] for k in shown if k in result}))
+        print(f"(every figure in {out})", file=sys.stderr)
     return 0
