@@ -215,7 +215,7 @@ def _load_for_eval(args: argparse.Namespace, device: Any) -> tuple[Any, dict]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from slotlab.data import build_dataset
-    from slotlab.data.build import kind_options, options_for, parse_spec
+    from slotlab.data.build import kind_options, parse_spec
     from slotlab.io import atomic_write
     from slotlab.train.config import config_from_dict
     from slotlab.train.evaluate import (
@@ -249,7 +249,6 @@ def run_eval(args: argparse.Namespace) -> int:
             del options["num"]
         elif args.num:
             options["num"] = min(int(options["num"]), args.num)
-    options, _ = options_for(spec, options)
     dataset = build_dataset(spec, split, info["task"], **options)
     settings = dict(num=args.num, batch_size=args.batch_size, seed=args.seed, device=device,
                     num_slots=args.num_slots, num_iterations=args.num_iterations)
