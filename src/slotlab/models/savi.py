@@ -321,6 +321,20 @@ class SAVi(nn.Module):
         if isinstance(self.initializer, LearnedSlots):  # official ParamStateInit: N(0, 1)
             nn.init.normal_(self.initializer.slots_queries)
 
+    @property
+    def num_slots(self) -> int:
+        """K for the learned and Gaussian initialisers; boxes/points: the configured K (one slot
+        per conditioning object + the background)."""
+        return self.config.num_slots
+
+    @property
+    def slot_size(self) -> int:
+        return self.config.slot_size
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return tuple(self.config.resolution)
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """video [B, T, C, H, W] -> corrector inputs [B, T, N, C_enc]."""
         b, t = video.shape[:2]

@@ -76,11 +76,12 @@ def model_fields() -> dict[str, list[str]]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (or resume a run directory)",
-                       description="Train object discovery or set prediction. Running the same "
-                       "command on an existing run directory resumes it. Unset options come "
-                       "from the preset, else the official settings.")
-    p.add_argument("task", choices=["object-discovery", "set-prediction"],
-                   help="what to train: object discovery (autoencoder) or set prediction")
+                       description="Train object discovery, set prediction or SAVi on video. "
+                       "Running the same command on an existing run directory resumes it. Unset "
+                       "options come from the preset, else the official settings.")
+    p.add_argument("task", choices=["object-discovery", "set-prediction", "video"],
+                   help="what to train: object discovery (autoencoder), set prediction, or "
+                   "video (SAVi)")
     p.add_argument("--data", metavar="SPEC",
                    help="data spec, e.g. procedural, procedural-sprites, clevr:PATH, folder:DIR")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
@@ -91,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name not in NOT_FLAGS:
             _add_field_flag(run, TrainConfig, f, f.name)
-    model = p.add_argument_group("model (ObjectDiscoveryConfig / SetPredictionConfig fields)")
+    model = p.add_argument_group("model (ObjectDiscoveryConfig / SetPredictionConfig / "
+                                 "SAViConfig fields)")
     merged = {**{f.name: (c, f) for c in reversed(list(CONFIGS.values()))
                  for f in dataclasses.fields(c)}}
     for name, (cls, f) in merged.items():
@@ -223,6 +225,7 @@ def run_eval(args: argparse.Namespace) -> int:
         data_options,
         evaluate,
         headline,
+        num_scored,
         untrained_figures,
         untrained_model,
     )
@@ -264,9 +267,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{spec} {split}, {metrics['num_images']} images, step {info['step']}: "
+        print(f"{spec} {split}, {num_scored(metrics)}, step {info['step']}: "
               + headline(info["task"], metrics))
-        shown = ["path", "step", "num_images", *(k for k, _ in HEADLINE[info["task"]])]
+        shown = ["path", "step", "num_images", "num_videos",
+                 *(k for k, _ in HEADLINE[info["task"]])]
         print(format_table({k: result[k] for k in shown if k in result}))
         print(f"(every figure in {out})", file=sys.stderr)
     return 0

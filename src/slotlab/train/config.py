@@ -8,9 +8,10 @@ this dataclass: `config_from_dict` reads one and validates every key, `to_dict` 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -41,6 +42,7 @@ class DataOptions:
     cache_dir: str | None = option(None, "where TFRecord indexes are cached")
     num_eval_examples: int | None = option(None, "tfds-clevr: images of the train_eval split")
     verify_crc: bool | None = option(None, "check TFRecord CRCs while reading")
+    num_frames: int | None = option(None, "frames per clip (procedural video)")
 
     def kwargs(self) -> dict[str, Any]:
         """The options that are set, as keyword arguments of `build_dataset`."""
@@ -53,7 +55,7 @@ class TrainConfig:
     """Everything a training run depends on; written to RUN_DIR/config.yaml. Defaults are the
     official object-discovery settings."""
 
-    task: str = option("object_discovery", "object_discovery or set_prediction")
+    task: str = option("object_discovery", "object_discovery, set_prediction or video")
     data: str = option("procedural", "data spec, e.g. procedural-sprites, clevr:PATH, folder:DIR")
     preset: str | None = option(None, "the preset the run started from")
     model: ModelConfig | None = option(None, "the model's config (default: the task's official)")
@@ -62,7 +64,10 @@ class TrainConfig:
     steps: int = option(500_000, "training steps (a larger value extends a finished run)")
     learning_rate: float = option(4e-4, "peak Adam learning rate")
     warmup_steps: int = option(10_000, "linear learning-rate warm-up steps")
-    decay_rate: float = option(0.5, "learning-rate decay factor per decay_steps")
+    lr_schedule: Literal["exponential", "cosine"] = option(
+        "exponential", "after the warm-up: exponential (Slot Attention: decay_rate per "
+        "decay_steps) or cosine (SAVi: to 0 at `steps`)")
+    decay_rate: float = option(0.5, "learning-rate decay factor per decay_steps (exponential)")
     decay_steps: int = option(100_000, "steps over which the learning rate decays by decay_rate")
     seed: int = option(0, "seed of the weights, the data order and the slot noise")
     device: str = option("auto", "auto (CUDA if available), cpu or cuda")
@@ -194,7 +199,16 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Official schedule at `step` (0-based, before the update): linear warm-up times
-    decay_rate ** (step / decay_steps); the decay also applies during warm-up; 0 at step 0."""
+    """The learning rate at `step` (0-based, before the update); 0 at step 0.
+
+    exponential (official Slot Attention): linear warm-up times decay_rate ** (step /
+    decay_steps); the decay also applies during the warm-up.
+    cosine (official SAVi, optax `warmup_cosine_decay_schedule` to 0 with decay_steps = the
+    run's steps): linear warm-up to the peak, then 0.5 * (1 + cos(pi * progress)) over the
+    remaining steps.
+    """
     warmup = step / cfg.warmup_steps if step < cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "cosine":
+        progress = max(0, step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.learning_rate * warmup * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return cfg.learning_rate * warmup * cfg.decay_rate ** (step / cfg.decay_steps)

@@ -29,8 +29,10 @@ from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import ConfigError, DataError
 from slotlab.metrics import average_precision_all, segmentation_errors, segmentation_metrics
 from slotlab.metrics.ap import COORD_SCALE, discrete_attributes
+from slotlab.metrics.video import tracking_metrics, video_segmentation_metrics
 from slotlab.models import build_model
 from slotlab.models.object_discovery import cells_to_pixels, config_cell_pixels
+from slotlab.models.savi import SAViOutput
 from slotlab.train.config import TrainConfig
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
 
@@ -159,6 +161,12 @@ def evaluate(
     `num_slots` / `num_iterations` evaluate with another K / T than the model was trained with
     (without `num_iterations`, a model with `test_iterations` runs those).
     """
+    if task == "video":
+        if num_slots or num_iterations:
+            raise ConfigError("a video model is evaluated with the slots and corrector "
+                              "iterations it was trained with (no --num-slots / "
+                              "--num-iterations)")
+        return evaluate_video(model, dataset, num, batch_size, seed, device, bf16)
     sa = model.slot_attention
     cell_pixels = config_cell_pixels(model.config) if task == "object_discovery" else None
     if num_slots and num_slots != model.num_slots and model.config.slot_init == "learned":
@@ -193,6 +201,49 @@ def evaluate(
         result.update(average_precision_all(predictions, targets))
         result.update(attribute_accuracy(predictions, targets))
     return result
+
+
+def video_metrics(out: SAViOutput, batch: dict[str, torch.Tensor],
+                  target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """SAVi's per-video metrics [B] of one batch: the MSE of the decoded target, and over each
+    whole video (every frame, the first included, as the official evaluation) ARI, FG-ARI, mBO
+    and mIoU of the alpha masks, FG-ARI without the first frame (`fg_ari_after_first`: a
+    conditional model got that frame's boxes), the share of objects kept by one slot in every
+    frame (`tracked`) and the identity switches."""
+    values = {"mse": ((out.target.float() - target.float()) ** 2).flatten(1).mean(dim=1)}
+    if "masks" in batch:
+        ids, masks = batch["masks"].to(out.masks.device), out.masks.float()
+        values.update(video_segmentation_metrics(ids, masks))
+        if ids.shape[1] > 1:
+            values["fg_ari_after_first"] = video_segmentation_metrics(
+                ids, masks, skip_first_frame=True)["fg_ari"]
+        tracking = tracking_metrics(ids, masks)
+        values["tracked"] = tracking["tracked"]
+        values["id_switches"] = tracking["id_switches"].float()
+    return values
+
+
+def evaluate_video(model: nn.Module, dataset: Dataset, num: int | None, batch_size: int,
+                   seed: int, device: str | torch.device, bf16: bool) -> dict[str, Any]:
+    """`evaluate` of a SAVi model: `video_metrics` averaged over the first `num` videos (a
+    Gaussian initializer's starting slots drawn from a generator seeded with `seed`)."""
+    from slotlab.train.step import video_forward, video_target
+
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if num is None else min(num, len(dataset))
+    loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False)
+    generator = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    means = NanMean()
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        noise = slot_noise(model, batch["video"].shape[0], generator).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = video_forward(model, batch, noise)
+        means.add(video_metrics(out, batch, video_target(model, batch)))
+    model.train(was_training)
+    return {"num_videos": n, "seed": seed, **means.result()}
 
 
 def data_options(cfg: TrainConfig, spec: str) -> dict[str, Any]:
@@ -239,7 +290,16 @@ def untrained_model(task: str, config: Any, seed: int) -> nn.Module:
 
 HEADLINE = {"object_discovery": (("fg_ari", "FG-ARI"), ("mbo", "mBO"), ("ari", "ARI"),
                                  ("mse", "MSE")),
-            "set_prediction": (("ap_inf", "AP@inf"), ("ap_1", "AP@1"), ("ap_0.5", "AP@0.5"))}
+            "set_prediction": (("ap_inf", "AP@inf"), ("ap_1", "AP@1"), ("ap_0.5", "AP@0.5")),
+            "video": (("fg_ari", "FG-ARI"), ("mbo", "mBO"), ("tracked", "tracked"),
+                      ("ari", "ARI"), ("mse", "MSE"))}
+
+
+def num_scored(metrics: dict[str, Any]) -> str:
+    """"256 images" or "64 videos": what an evaluation scored."""
+    if "num_videos" in metrics:
+        return f"{metrics['num_videos']} videos"
+    return f"{metrics.get('num_images', 0)} images"
 
 
 def headline(task: str, metrics: dict[str, Any]) -> str:
@@ -268,25 +328,40 @@ def untrained_figures(metrics: dict[str, Any]) -> dict[str, Any]:
 def save_pictures(model: nn.Module, dataset: Dataset, task: str, seed: int, path: Path,
                   device: torch.device, num: int = 8) -> None:
     """Slot pictures of the first `num` images of `dataset` (slot noise seeded with `seed`) as
-    a PNG at `path`; nothing where the visualisation extra is not installed."""
+    a PNG at `path` (a video model: the frames x slots sheet of the first video and, beside it,
+    an animated GIF of the first four); nothing where the visualisation extra is not
+    installed."""
     try:
         from slotlab.train.visualize import object_discovery_figure, set_prediction_figure
     except ImportError:
         return
 
     batch = default_collate([dataset[i] for i in range(min(num, len(dataset)))])
-    image = normalize_batch_image(batch["image"].to(device))
-    noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(seed)).to(device)
     was_training = model.training
     model.eval()
-    out = model(image, noise=noise, return_all_attention=True)
-    model.train(was_training)
-    if task == "object_discovery":
-        figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num,
-                                         cell_pixels=config_cell_pixels(model.config))
+    if task == "video":
+        from slotlab.train.step import video_forward, video_target
+        from slotlab.train.visualize_video import save_gif, video_gif_frames, video_sheet
+
+        batch = {k: v.to(device) for k, v in batch.items()}
+        noise = slot_noise(model, batch["video"].shape[0],
+                           torch.Generator().manual_seed(seed)).to(device)
+        out = _to_cpu(video_forward(model, batch, noise))
+        model.train(was_training)
+        video, target = batch["video"].cpu(), video_target(model, batch).cpu()
+        figure = video_sheet(video, out, target)
+        save_gif(video_gif_frames(video, out, target), path.with_suffix(".gif"))
     else:
-        figure = set_prediction_figure(image.cpu(), out.predictions.cpu(), batch.get("target"),
-                                       num=num)
+        image = normalize_batch_image(batch["image"].to(device))
+        noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(seed)).to(device)
+        out = model(image, noise=noise, return_all_attention=True)
+        model.train(was_training)
+        if task == "object_discovery":
+            figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num,
+                                             cell_pixels=config_cell_pixels(model.config))
+        else:
+            figure = set_prediction_figure(image.cpu(), out.predictions.cpu(),
+                                           batch.get("target"), num=num)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.save(path)
 

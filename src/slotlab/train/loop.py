@@ -36,6 +36,7 @@ from slotlab.train.evaluate import (
     build_eval_dataset,
     evaluate,
     headline,
+    num_scored,
     save_pictures,
     untrained_figures,
     untrained_model,
@@ -111,7 +112,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
             # no host sync per step: the finiteness of the loss is accumulated on the device and
             # read only where the step is logged, evaluated or checkpointed
             bad |= ~torch.isfinite(loss)
-            report.count_step()
+            report.count_step(batch["video"].shape[1] if "video" in batch else 1)
             state.train_seconds += time.perf_counter() - t_step  # data + step, not evaluation
             stopping, out_of_time = any_rank(
                 [sigterm.received,
@@ -221,8 +222,9 @@ class Report:
         atomic_write(path, lambda f: f.write(text.encode()))
         return figures
 
-    def count_step(self) -> None:
-        self.images_since += self.state.cfg.batch_size
+    def count_step(self, frames: int = 1) -> None:
+        """One step of `cfg.batch_size` examples of `frames` images each (videos: T)."""
+        self.images_since += self.state.cfg.batch_size * frames
         self.bar.update(1)
 
     def write(self, line: str) -> None:
@@ -253,7 +255,7 @@ class Report:
                           "train_minutes": minutes, "images_seen": step * cfg.batch_size,
                           **self.last_eval}, "eval")
             self.bar.write(f"step {step} eval ({cfg.eval_data or cfg.data} {self.eval_split}, "
-                           f"{self.last_eval['num_images']} images): "
+                           f"{num_scored(self.last_eval)}): "
                            + headline(cfg.task, self.last_eval))
         if due.pictures:
             picture = self.run_dir / "images" / f"step_{step:08d}.png"

@@ -21,6 +21,7 @@ from torch import nn
 from slotlab.data.preprocess import normalize_batch_image
 from slotlab.errors import CheckpointError, ConfigError
 from slotlab.models import build_model
+from slotlab.models.savi import SAViOutput, savi_loss
 from slotlab.train.checkpoint import load_weights
 from slotlab.train.config import TrainConfig
 from slotlab.train.ema import ema_decay_at, make_ema, update_ema
@@ -28,7 +29,7 @@ from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
 from slotlab.train.runtime import Distributed, rng_state, set_rng_state
 
 NEW_RUN_HINT = "; start a new run with --out"
-TRAINED_TASKS = ("object_discovery", "set_prediction")  # the tasks with a loss here
+TRAINED_TASKS = ("object_discovery", "set_prediction", "video")  # the tasks with a loss here
 
 
 @dataclass
@@ -59,10 +60,12 @@ class TrainState:
         return noise[self.part[0] : self.part[1]].to(self.device, non_blocking=True)
 
     def prepare_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A loader batch on the device, its image in [-1, 1] and in the model's memory format."""
+        """A loader batch on the device: an image in [-1, 1] and in the model's memory format;
+        a video stays in [0, 1] (SAVi's preprocessing)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        batch["image"] = normalize_batch_image(batch["image"]).contiguous(
-            memory_format=self.memory_format)
+        if "image" in batch:
+            batch["image"] = normalize_batch_image(batch["image"]).contiguous(
+                memory_format=self.memory_format)
         return batch
 
     def state_dict(self) -> dict[str, Any]:
@@ -137,10 +140,39 @@ def build_state(cfg: TrainConfig, device: torch.device,
                       dist_info.part(cfg.batch_size))
 
 
+def video_forward(model: nn.Module, batch: dict[str, torch.Tensor],
+                  noise: torch.Tensor | None) -> SAViOutput:
+    """SAVi on a batch: conditioned on the first frame's boxes or points where the model's
+    initializer takes them; a Gaussian initializer starts from the step's slot `noise`."""
+    config = unwrap(model).config
+    kind = config.initializer
+    return model(batch["video"], boxes=batch["boxes"] if kind == "boxes" else None,
+                 points=batch["points"] if kind == "points" else None,
+                 slots=noise if kind == "gaussian" else None)
+
+
+def video_target(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What a SAVi model reconstructs: the flow as RGB [B, T, 3, H, W] or the frames."""
+    return batch["flow_rgb"] if unwrap(model).config.target == "flow" else batch["video"]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
 def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
                  noise: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
     """Forward pass and the official loss of `task` (object discovery: the MSE of the
-    reconstruction; set prediction: the Hungarian-matched Huber loss); returns (loss, output)."""
+    reconstruction; set prediction: the Hungarian-matched Huber loss; video: SAVi's sum of
+    squared errors per video, mean over the batch); returns (loss, output)."""
+    if task == "video":
+        out = video_forward(model, batch, noise)
+        return savi_loss(out, video_target(model, batch)), out
     out = model(batch["image"], noise=noise)
     if task == "object_discovery":
         return reconstruction_loss(batch["image"], out.recon_combined.float()), out

@@ -533,6 +533,8 @@ def visualize(
 
     dataset, split = open_dataset(data_spec, split, task, options)
     samples = [dataset[i] for i in range(min(num, len(dataset)))]
+    if task == "video":
+        return _visualize_video(model, samples, Path(out_file), seed, device_obj)
     images = torch.stack([s["image"] for s in samples]).to(device_obj)
     if resolution is not None and tuple(images.shape[-2:]) != tuple(resolution):
         from slotlab.data.preprocess import resize_image
@@ -565,16 +567,42 @@ def visualize(
     return out
 
 
+def _visualize_video(model: torch.nn.Module, samples: list[dict[str, torch.Tensor]],
+                     out: Path, seed: int, device: torch.device) -> Path:
+    """A video model on `samples`: the frames x slots sheet of the first video at `out` (PNG)
+    and the animation of all of them beside it (`out` with the suffix .gif)."""
+    from slotlab.train.evaluate import slot_noise
+    from slotlab.train.step import video_forward, video_target
+    from slotlab.train.visualize_video import save_gif, video_gif_frames, video_sheet
+
+    batch = {k: torch.stack([s[k] for s in samples]).to(device) for k in samples[0]}
+    noise = slot_noise(model, len(samples), torch.Generator().manual_seed(seed)).to(device)
+    with torch.no_grad():
+        output = video_forward(model.eval(), batch, noise)
+    video, target = batch["video"], video_target(model, batch)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        video_sheet(video, output, target).save(out, format="PNG")
+    except OSError as err:
+        raise ConfigError(f"cannot write the figure to {out} ({err.strerror or err})") from None
+    gif = save_gif(video_gif_frames(video, output, target, num=len(samples)),
+                   out.with_suffix(".gif"))
+    print(f"wrote {gif}")
+    return out
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `slotlab visualize` to the CLI's sub-parsers."""
     from slotlab.cli import output_file, positive_int
 
     p = sub.add_parser(
         "visualize",
-        help="draw a model's slots (object discovery) or predicted objects as a PNG",
+        help="draw a model's slots (object discovery, video) or predicted objects as a PNG",
         description="Run a model on the first examples of a dataset and write a PNG: input, "
         "reconstruction, per-slot reconstructions, masks and attention per iteration (object "
-        "discovery), or predicted and true objects on the image (set prediction).",
+        "discovery), or predicted and true objects on the image (set prediction); a video "
+        "model: a frames x slots sheet of the first video and an animated GIF of all beside "
+        "the PNG (FILE.gif).",
     )
     p.add_argument("path", metavar="RUN_DIR|MODEL_DIR",
                    help="training run directory or model directory")
