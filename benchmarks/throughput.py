@@ -20,8 +20,10 @@ no compile cache shared between rows):
   bfloat16).
 
 Configs: `od-official` (object discovery, 128x128, K=7, batch 64 on CUDA, 8 on the CPU),
-`sp-official` (set prediction, batch 512 on CUDA, 32 on the CPU), and the CPU presets
-(`quickstart`, `cpu-sprites`, `cpu-clevr`, `cpu-setpred`) at their own batch sizes.
+`sp-official` (set prediction, batch 512 on CUDA, 32 on the CPU), `savi-official` (SAVi-S,
+64x64, 6-frame clips, 24 slots, batch 64 on CUDA, 8 on the CPU) and the CPU presets
+(`quickstart`, `cpu-sprites`, `cpu-clevr`, `cpu-setpred`, `cpu-video-sprites`) at their own
+batch sizes. A video model's images/s and FLOPs per image count frames (clips x T).
 Modes: `fp32`, `fp32-cl` (channels_last), `tf32` (CUDA), `bf16` (autocast; the attention and
 the mask combination stay in float32), `bf16-cl` (+ channels_last), `bf16-cl-pad` (+ the
 4-channel last decoder layer computed padded to 8 outputs), `bf16-cl-compile` (+ torch.compile of
@@ -48,7 +50,8 @@ import torch
 from slotlab.train.config import TrainConfig
 from slotlab.train.runtime import cpu_has_native_bf16
 
-CONFIGS = ["od-official", "sp-official", "quickstart", "cpu-sprites", "cpu-clevr", "cpu-setpred"]
+CONFIGS = ["od-official", "sp-official", "savi-official", "quickstart", "cpu-sprites", "cpu-clevr",
+           "cpu-setpred", "cpu-video-sprites"]
 MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-cl-compile",
          "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
 
@@ -58,14 +61,20 @@ def train_config(name: str, mode: str, device: str) -> TrainConfig:
     nothing else of a preset) run in arithmetic `mode`."""
     from slotlab.train.config import load_preset, make_config
 
+    data_options = {}
     if name == "od-official":
         task, model, batch_size = "object_discovery", {}, 64 if device == "cuda" else 8
+    elif name == "savi-official":  # SAVi-S on MOVi: 64x64, 6-frame clips, 24 slots
+        task, model, batch_size = "video", {}, 64 if device == "cuda" else 8
     elif name == "sp-official":
         task, model, batch_size = "set_prediction", {}, 512 if device == "cuda" else 32
     else:
         preset = load_preset(name)
         task, model, batch_size = preset["task"], preset.get("model"), int(preset["batch_size"])
+        data_options = {k: v for k, v in (preset.get("data_options") or {}).items()
+                        if k == "num_frames"}
     return make_config(task=task, model=model, batch_size=batch_size, device=device,
+                       data_options=data_options,
                        bf16=mode.startswith("bf16"), channels_last="-cl" in mode,
                        pad_last_layer=8 if "-pad" in mode else 0,
                        compile=mode.endswith("compile"), cuda_graphs=mode.endswith("graphs"))
@@ -112,10 +121,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def frames_of(cfg: TrainConfig) -> int:
+    """Frames per clip of a video config (its data option, else SAVi's 6)."""
+    return cfg.data_options.num_frames or 6
+
+
 def synthetic_batch(cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """A batch of random images in [-1, 1] (and set-prediction targets) shaped as `cfg`'s."""
+    """A batch of random images in [-1, 1] (and set-prediction targets) shaped as `cfg`'s; a
+    video config: clips in [0, 1] with first-frame boxes (one per slot but the background's)
+    and a flow target."""
     h, w = cfg.model.resolution
     g = torch.Generator().manual_seed(0)
+    if cfg.task == "video":
+        b, t, m = cfg.batch_size, frames_of(cfg), cfg.model.num_slots - 1
+        corner = torch.rand(b, t, m, 2, generator=g) * 0.7
+        return {"video": torch.rand(b, t, 3, h, w, generator=g),
+                "boxes": torch.cat([corner, corner + 0.3], dim=-1),
+                "points": corner + 0.15, "flow_rgb": torch.rand(b, t, 3, h, w, generator=g)}
     out = {"image": torch.rand(cfg.batch_size, 3, h, w, generator=g) * 2 - 1}
     if cfg.task == "set_prediction":
         target = torch.rand(cfg.batch_size, 10, 19, generator=g)
@@ -130,11 +152,13 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     top kernels of `steps` training steps (torch.profiler, by self device time)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from slotlab.train.step import build_state, infer, train_step
+    from slotlab.train.step import build_state, infer, train_step, video_forward
 
     device = torch.device(device_name)
     cfg = train_config(config, mode, device.type)
-    task, batch_size, lr = cfg.task, cfg.batch_size, 1e-4
+    task, lr = cfg.task, 1e-4
+    # a video counts its frames: images/s and FLOPs per image are per frame
+    batch_size = cfg.batch_size * (frames_of(cfg) if task == "video" else 1)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
     torch.manual_seed(0)
     state = build_state(cfg, device)
@@ -155,7 +179,10 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
         train_flops = counter.get_total_flops() / batch_size
         counter = FlopCounterMode(display=False)
         with counter:
-            state.model(data["image"], noise=noise)
+            if task == "video":
+                video_forward(state.model, data, noise)
+            else:
+                state.model(data["image"], noise=noise)
         infer_flops = counter.get_total_flops() / batch_size
     except AssertionError as exc:
         print(f"note: no FLOP count for {config} ({exc})", file=sys.stderr)
@@ -178,11 +205,11 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     else:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     for _ in range(max(1, warmup)):
-        infer(state, data["image"], noise)
+        infer(state, data, noise)
     sync(device)
     t = time.perf_counter()
     for _ in range(steps):
-        infer(state, data["image"], noise)
+        infer(state, data, noise)
     sync(device)
     infer_ips = steps * batch_size / (time.perf_counter() - t)
     if profile:
@@ -275,7 +302,8 @@ def main() -> None:
             except ConfigError as err:
                 parser.error(str(err))
     configs = args.configs or (CONFIGS if cuda else
-                               ["od-official", "quickstart", "cpu-sprites", "cpu-setpred"])
+                               ["od-official", "quickstart", "cpu-sprites", "cpu-setpred",
+                                "cpu-video-sprites"])
     cpu_bf16 = not cuda and bool(cpu_has_native_bf16())
     if args.modes:
         modes = args.modes

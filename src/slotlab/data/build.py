@@ -35,6 +35,7 @@ from slotlab.errors import ConfigError, DataError
 from slotlab.tasks import normalize_task
 
 NO_PATH_KINDS = ("procedural", "procedural-sprites", "procedural-video", "procedural-video-sprites")
+VIDEO_KINDS = ("procedural-video", "procedural-video-sprites")
 PATH_KINDS = (
     "clevr",
     "clevr-with-masks",
@@ -200,7 +201,7 @@ def _construct(kind: str, cls: type, args: tuple, kwargs: dict[str, Any]) -> Dat
 
 
 def build_dataset(
-    spec: str, split: str = "train", task: str = "object_discovery", **options: Any
+    spec: str, split: str = "train", task: str | None = None, **options: Any
 ) -> Dataset:
     """Build the dataset named by `spec` (see the module docstring for the forms).
 
@@ -210,7 +211,9 @@ def build_dataset(
             tfds-clevr also takes "train_eval" and "train_all" (see `TFDSClevrDataset`). A folder
             takes "all" too (`ImageFolderDataset`: its split directories, or a fixed held-out
             part of a flat folder).
-        task: "object_discovery" or "set_prediction" (dashes allowed).
+        task: "object_discovery", "set_prediction" or "video" (dashes allowed); default the
+            kind's own: video for the video kinds, else object_discovery. Images for the video
+            task, or videos for another, are a ConfigError.
         **options: passed to the dataset class (e.g. resolution=(128, 128) as (height, width)
             or one int, crop=None, max_objects=6; `variant=` for multi-dsprites).
     Returns:
@@ -222,7 +225,12 @@ def build_dataset(
     """
     kind, path = parse_spec(spec)
     split = normalize_split(split, (*SPLITS, *EXTRA_SPLITS.get(kind, ())))
-    task = normalize_task(task)
+    task = normalize_task(task or ("video" if kind in VIDEO_KINDS else "object_discovery"))
+    if (task == "video") != (kind in VIDEO_KINDS):
+        raise ConfigError(
+            f"{kind} data holds videos: it serves the video task, not {task}" if task != "video"
+            else f"{kind} data holds images, not videos: a video model needs video data "
+            f"({', '.join(VIDEO_KINDS)})")
     if path is not None and not path.exists():
         raise DataError(
             f"dataset path {path} (from spec {spec!r}) does not exist; expected one of: "

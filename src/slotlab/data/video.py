@@ -144,10 +144,10 @@ def check_resolution(value: Any, minimum: int = 4) -> tuple[int, int]:
 
 
 def check_task(task: str) -> str:
-    """Video data serves the video task (and whatever `build_dataset` passes by default)."""
+    """Video data serves the video task only."""
     name = str(task).strip().lower().replace("-", "_")
-    if name not in ("video", "object_discovery"):
-        raise ConfigError(f"procedural video supports task video, got task {task!r}")
+    if name != "video":
+        raise ConfigError(f"procedural video serves the video task, got task {task!r}")
     return "video"
 
 
@@ -184,7 +184,7 @@ class GeneratedVideoDataset(Dataset):
 
     Args (all but the last two are options of every subclass):
         split: any split name; it only seeds the videos.
-        task: "video" ("object_discovery", `build_dataset`'s default, is taken as video).
+        task: "video".
         num: the number of videos.
         seed: the dataset seed.
         resolution: (H, W) or one int.

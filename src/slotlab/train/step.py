@@ -209,9 +209,12 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], noise: torch.T
     return loss.detach()
 
 
-def infer(state: TrainState, image: torch.Tensor, noise: torch.Tensor) -> Any:
-    """The forward pass alone, as training runs it (compiled, autocast), under inference mode."""
+def infer(state: TrainState, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> Any:
+    """The forward pass alone on a prepared batch, as training runs it (compiled, autocast),
+    under inference mode."""
     if state.cfg.cuda_graphs:
         torch.compiler.cudagraph_mark_step_begin()
     with torch.inference_mode(), autocast(state):
-        return state.forward(image, noise=noise)
+        if state.cfg.task == "video":
+            return video_forward(state.forward, batch, noise)
+        return state.forward(batch["image"], noise=noise)
