@@ -2,7 +2,8 @@
 
 Trains a preset for `--minutes` of training time (evaluation not counted) per seed and variant,
 evaluating every `--eval-every` steps on the preset's fixed held-out split (FG-ARI for object
-discovery, AP for set prediction), then prints a table (minutes, steps, images seen, metric as
+discovery and video, with mBO, and for video the share of objects tracked; AP for set
+prediction), then prints a table (minutes, steps, images seen, metric as
 mean ± std over seeds and the worst seed) and writes a PNG plot.
 
     python benchmarks/learning_curve.py --preset quickstart --minutes 10 --seeds 0 1 2 \
@@ -337,6 +338,8 @@ def main() -> None:
     first = next(iter(next(iter(results.values())).values()))
     metric = metric_name(first)
     metrics = [metric, "ap_1"] if metric == "ap_inf" else [metric, "mbo"]
+    if "tracked" in first[0]:  # a video model: the share of objects tracked by one slot
+        metrics.append("tracked")
     budget = (f"{max(r[-1]['train_minutes'] for b in results.values() for r in b.values()):.0f}"
               if args.report_only else f"{args.minutes}")
     print(f"\npreset {args.preset}, budget {budget} min per run, seeds {args.seeds}\n")

@@ -237,11 +237,32 @@ def test_continuation_is_one_long_run():
     assert torch.allclose(torch.cat([first.target, second.target], 1), whole.target, atol=1e-6)
 
 
+def test_mask_attention_adds_the_corrected_slots_attention_logits():
+    """mask_attention: each frame's alpha logits = the decoder's + the corrected slots' logits
+    over that frame's inputs (what one more corrector iteration would attend with)."""
+    torch.manual_seed(2)
+    plain = SAVi(small_config(initializer="learned")).eval()
+    with_attention = SAVi(small_config(initializer="learned", mask_attention=True)).eval()
+    with_attention.load_state_dict(plain.state_dict())  # the option adds no parameter
+    video = torch.rand(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        a, b = plain(video), with_attention(video)
+        inputs = plain.encode(video)
+        for t in range(3):
+            sa = plain.corrector(inputs[:, t], a.predicted_slots[:, t - 1] if t else
+                                 a.initial_slots)
+            logits = plain.corrector.final_logits(inputs[:, t], sa).reshape(2, 4, 16, 16)
+            assert torch.allclose(b.mask_logits[:, t, :, 0] - a.mask_logits[:, t, :, 0], logits,
+                                  atol=1e-5)
+    assert torch.equal(a.slots, b.slots)  # the slots themselves are unchanged
+    assert not torch.allclose(a.masks, b.masks)
+
+
 def test_defaults_are_savi_s():
     c = SAViConfig()
     assert c.resolution == (64, 64) and c.num_slots == 24 and c.slot_size == 128
     assert c.decoder_initial_size == (8, 8) and c.num_iterations == 1
-    assert c.initializer == "boxes" and c.target == "flow"
+    assert c.initializer == "boxes" and c.target == "flow" and not c.mask_attention
 
 
 def test_bad_calls_and_options():

@@ -163,6 +163,9 @@ class SAViConfig:
     target: SAViTarget = option("flow", "what the decoder reconstructs: flow or frames")
     target_channels: int = option(3, "channels of the target (flow as RGB: 3; frames: 3)")
     epsilon: float = option(1e-8, "added to the attention before the weighted mean")
+    mask_attention: bool = option(
+        False, "not the paper's: each slot's alpha logits also get its attention logits over "
+        "the frame's pixels (the corrected slots against the frame's encoded inputs)")
 
     def __post_init__(self) -> None:
         _positive(self, "resolution", "num_slots", "slot_size", "num_iterations", "num_channels",

@@ -359,14 +359,17 @@ class SAVi(nn.Module):
             return self.initializer(batch_size)
         return self.initializer(batch_size, self.encoder.grid.device, generator)
 
-    def decode(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                   torch.Tensor]:
+    def decode(self, slots: torch.Tensor, extra_logits: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """slots [B, T, K, D] -> (target [B, T, C, H, W], readouts [B, T, K, C, H, W], masks and
-        mask logits [B, T, K, 1, H, W])."""
+        mask logits [B, T, K, 1, H, W]); `extra_logits` [B, T, K, 1, H, W] are added to the
+        alpha logits (`mask_attention`)."""
         b, t = slots.shape[:2]
         readouts, logits = self.decoder(slots.flatten(0, 1))
         readouts = readouts.float().unflatten(0, (b, t))
         logits = logits.float().unflatten(0, (b, t))
+        if extra_logits is not None:
+            logits = logits + extra_logits.float()
         masks = logits.softmax(dim=2)  # over slots
         return (readouts * masks).sum(dim=2), readouts, masks, logits
 
@@ -384,15 +387,20 @@ class SAVi(nn.Module):
             raise ValueError(f"slots must be [B={b}, K, {self.config.slot_size}], got "
                              f"{tuple(slots.shape)}")
         initial = slots
-        corrected, predicted, attention = [], [], []
+        corrected, predicted, attention, attention_logits = [], [], [], []
         for frame in range(t):  # the official nn.scan over time
             sa = self.corrector(inputs[:, frame], slots)  # corrector: [B, K, D]
             slots = self.predictor(sa.slots)  # predictor: next frame's starting slots
             corrected.append(sa.slots)
             predicted.append(slots)
             attention.append(sa.attention)
+            if self.config.mask_attention:  # [B, K, N]: the corrected slots' logits
+                attention_logits.append(self.corrector.final_logits(inputs[:, frame], sa))
         corrected_slots = torch.stack(corrected, dim=1)  # [B, T, K, D]
-        target, readouts, masks, logits = self.decode(corrected_slots)
+        extra = None
+        if attention_logits:  # [B, T, K, 1, H, W] added to the alpha logits
+            extra = torch.stack(attention_logits, dim=1).unflatten(-1, (h, w))[:, :, :, None]
+        target, readouts, masks, logits = self.decode(corrected_slots, extra)
         return SAViOutput(
             slots=corrected_slots, predicted_slots=torch.stack(predicted, dim=1),
             attention=torch.stack(attention, dim=1), masks=masks, target=target,
