@@ -43,6 +43,9 @@ class DataOptions:
     num_eval_examples: int | None = option(None, "tfds-clevr: images of the train_eval split")
     verify_crc: bool | None = option(None, "check TFRecord CRCs while reading")
     num_frames: int | None = option(None, "frames per clip (procedural video)")
+    min_speed: float | None = option(None, "slowest object, image sides per frame (video)")
+    max_speed: float | None = option(None, "fastest object, image sides per frame (video)")
+    rotation_speed: float | None = option(None, "largest spin, degrees per frame (video)")
 
     def kwargs(self) -> dict[str, Any]:
         """The options that are set, as keyword arguments of `build_dataset`."""
