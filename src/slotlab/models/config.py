@@ -81,6 +81,9 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         False, "add the final slots' attention logits to the decoder's mask logits")
     attention_locality: bool = option(
         False, "a learned-width locality term in the attention logits from the 2nd iteration")
+    bounded_colours: bool = option(
+        False, "each slot's colours pass through tanh into the image range [-1, 1], so a slot "
+        "changes a pixel at most by its mask weight")
 
     def __post_init__(self) -> None:
         super().__post_init__()

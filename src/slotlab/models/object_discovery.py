@@ -193,7 +193,9 @@ class SlotAttentionAutoEncoder(nn.Module):
     Attention: no absolute position embedding, each slot has a position and scale and the decoder
     draws it in that frame), `mask_attention` (each slot's mask logits also get its final
     attention logits over the encoder's cells, placed on the pixels by `cells_to_pixels`, so the
-    masks follow the input's edges), `attention_locality` (`slotlab.nn.locality`)."""
+    masks follow the input's edges), `attention_locality` (`slotlab.nn.locality`),
+    `bounded_colours` (tanh on each slot's colours: a pixel's colour is then a convex mix of
+    colours in the image's range, and no slot can tint a pixel it barely owns)."""
 
     def __init__(self, config: ObjectDiscoveryConfig | None = None, **overrides: Any):
         super().__init__()
@@ -272,7 +274,10 @@ class SlotAttentionAutoEncoder(nn.Module):
             x = F.relu(layer(x))
         x = self.decoder_cnn[-1](x)  # [B*K, C+1, H, W]
         x = x.reshape(b, k, *x.shape[1:])
-        return x[:, :, : self.num_channels], x[:, :, self.num_channels :]
+        recons = x[:, :, : self.num_channels]
+        if self.config.bounded_colours:  # within the image's range
+            recons = torch.tanh(recons)
+        return recons, x[:, :, self.num_channels :]
 
     def attention_mask_logits(self, inputs: torch.Tensor,
                               sa: SlotAttentionOutput) -> torch.Tensor:
