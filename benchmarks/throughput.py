@@ -4,6 +4,8 @@
     python benchmarks/throughput.py --device cuda --json results.json
     python benchmarks/throughput.py --configs od-official --modes fp32 bf16 --steps 5
     python benchmarks/throughput.py --profile od-official bf16-cl-pad   # + top kernels
+    python benchmarks/throughput.py --configs od-official sp-official --modes fp32 bf16 \
+        --tf-python /work/venv_tf/bin/python --tf-src /work/official_src   # + the official TF code
 
 For each model config and arithmetic mode it measures, in a fresh subprocess (clean peak memory,
 no compile cache shared between rows):
@@ -29,6 +31,13 @@ the mask combination stay in float32), `bf16-cl` (+ channels_last), `bf16-cl-pad
 4-channel last decoder layer computed padded to 8 outputs), `bf16-cl-compile` (+ torch.compile of
 the model; the Hungarian matching stays outside), `bf16-cl-pad-compile`, `bf16-cl-pad-graphs`
 (compile mode "reduce-overhead": CUDA graphs).
+
+`--tf-python PATH --tf-src DIR` (CPU only) also measures the official TensorFlow code on
+`od-official` and `sp-official` at the same batch sizes, steps and threads, after slotlab's rows
+in the same run: `tf_official.py` runs under the Python of a TensorFlow venv with the official
+`slot_attention` sources in DIR (benchmarks/README.md, "Beside the official TF code"). A last
+table sets each slotlab row of those configs beside the TF row of the same arithmetic (fp32 with
+fp32 and fp32-cl; TF's oneDNN bf16 math mode with the bf16 modes) with the ratios slotlab / TF.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ CONFIGS = ["od-official", "sp-official", "savi-official", "quickstart", "cpu-spr
            "cpu-setpred", "cpu-video-sprites"]
 MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-cl-compile",
          "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
+TF_CONFIGS = ["od-official", "sp-official"]  # the configs that tf_official.py measures
+TF_SCRIPT = Path(__file__).resolve().with_name("tf_official.py")
 
 
 def train_config(name: str, mode: str, device: str) -> TrainConfig:
@@ -265,6 +276,95 @@ def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def run_row(cmd: list[str], config: str, mode: str) -> dict:
+    """Run a benchmark child process: its row is the JSON object on the last line of its stdout,
+    else an error row with the last line of its stderr."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == 0:
+        try:
+            return json.loads((proc.stdout.strip().splitlines() or ["?"])[-1])
+        except json.JSONDecodeError:
+            return {"config": config, "mode": mode, "error": "no JSON line in its output"}
+    last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    return {"config": config, "mode": mode, "error": last[:120]}
+
+
+def tf_options_problem(tf_python: Path, tf_src: Path) -> str | None:
+    """Why `--tf-python` / `--tf-src` cannot run the official TF code (one sentence), or None."""
+    if not (tf_python.is_file() and os.access(tf_python, os.X_OK)):
+        return f"--tf-python {tf_python}: no such executable (give the python of a TensorFlow venv)"
+    if not (tf_src / "slot_attention" / "model.py").is_file():
+        return (f"--tf-src {tf_src}: no slot_attention/model.py there (give the directory that "
+                "holds the official slot_attention folder)")
+    return None
+
+
+def tf_mode(mode: str) -> str | None:
+    """The arithmetic of tf_official.py to set beside slotlab mode `mode`: "fp32", "bf16" (TF's
+    oneDNN bf16 math mode), or None (TF32 has no CPU counterpart)."""
+    return next((m for m in ("fp32", "bf16") if mode.startswith(m)), None)
+
+
+def tf_command(tf_python: Path, tf_src: Path, config: str, mode: str, batch: int, steps: int,
+               warmup: int, threads: int) -> list[str]:
+    """The command line that measures the official TF code on `config` in TF mode `mode`."""
+    return [str(tf_python), str(TF_SCRIPT), "--official-src", str(tf_src), "--config", config,
+            "--mode", mode, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
+            "--threads", str(threads)]
+
+
+def measure_tf(tf_python: Path, tf_src: Path, configs: list[str], modes: list[str], steps: int,
+               warmup: int) -> list[dict]:
+    """The official TF code's rows: each TF config among `configs` in each arithmetic of `modes`,
+    at slotlab's CPU batch size and with as many intra-op threads as torch uses, one subprocess
+    each."""
+    rows = []
+    for config in [c for c in configs if c in TF_CONFIGS]:
+        for mode in dict.fromkeys(m for m in map(tf_mode, modes) if m):
+            batch = train_config(config, mode, "cpu").batch_size
+            cmd = tf_command(tf_python, tf_src, config, mode, batch, steps, warmup,
+                             torch.get_num_threads())
+            r = run_row(cmd, config, mode)
+            rows.append(r)
+            print(f"official TF {config} {mode}: " + (f"failed: {r['error']}" if "error" in r else
+                  f"train {r['train_img_s']:.1f}, infer {r['infer_img_s']:.1f} img/s"), flush=True)
+    return rows
+
+
+def format_tf_table(rows: list[dict], tf_rows: list[dict]) -> str:
+    """A line on the TF runs, then slotlab's rows of the TF configs beside the TF rows of the same
+    config and arithmetic, with the ratios slotlab / TF of train and inference images/s."""
+    tf = {(r["config"], r["mode"]): r for r in tf_rows}
+    done = [r for r in tf_rows if "error" not in r]
+    if done:
+        r = done[0]
+        about = (f"official TF code: TensorFlow {r['tf_version']}, oneDNN "
+                 f"{'on' if r['onednn'] else 'off'}, {r['intra_op_threads']} intra-op / "
+                 f"{r['inter_op_threads']} inter-op threads; TF bf16 = oneDNN bf16 math mode "
+                 "(TF_SET_ONEDNN_FPMATH_MODE=BF16)")
+    else:
+        about = "official TF code: no row measured"
+    lines = [about, "| config | batch | slotlab mode | TF mode | slotlab train img/s "
+             "| TF train img/s | train slotlab/TF | slotlab infer img/s | TF infer img/s "
+             "| infer slotlab/TF | TF peak MiB |", "|" + "---|" * 11]
+    for r in rows:
+        t = tf.get((r["config"], tf_mode(r["mode"])))
+        if t is None:
+            continue
+        if "error" in r or "error" in t:
+            failed = f"slotlab failed: {r['error']}" if "error" in r else f"TF failed: {t['error']}"
+            lines.append(f"| {r['config']} | | {r['mode']} | {t['mode']} | {failed} "
+                         "| | | | | | |")
+            continue
+        lines.append(
+            f"| {r['config']} | {r['batch_size']} | {r['mode']} | {t['mode']} "
+            f"| {r['train_img_s']:.1f} | {t['train_img_s']:.1f} "
+            f"| {r['train_img_s'] / t['train_img_s']:.2f} | {r['infer_img_s']:.1f} "
+            f"| {t['infer_img_s']:.1f} | {r['infer_img_s'] / t['infer_img_s']:.2f} "
+            f"| {t['peak_mem_mib']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -277,6 +377,10 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--profile", nargs=2, metavar=("CONFIG", "MODE"),
                         help="one row, in this process, with the profiler's top kernels")
+    parser.add_argument("--tf-python", type=Path, metavar="PATH",
+                        help="also run the official TF code with this python (needs --tf-src)")
+    parser.add_argument("--tf-src", type=Path, metavar="DIR",
+                        help="the directory holding the official slot_attention folder")
     args = parser.parse_args()
     device = args.device
     if device == "auto":
@@ -284,6 +388,17 @@ def main() -> None:
     cuda = device == "cuda"
     steps = args.steps or (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    if args.tf_python or args.tf_src:
+        if not (args.tf_python and args.tf_src):
+            parser.error("--tf-python and --tf-src go together")
+        if cuda:
+            parser.error("--tf-python measures the official TF code on the CPU: add --device cpu")
+        problem = tf_options_problem(args.tf_python, args.tf_src)
+        if problem:
+            parser.error(problem)
+        if args.configs and not set(args.configs) & set(TF_CONFIGS):
+            parser.error(f"--tf-python compares {' and '.join(TF_CONFIGS)}: "
+                         "name one of them in --configs")
 
     if args.one:  # child process: one row, as JSON on the last line of stdout
         print(json.dumps(measure_one(args.one[0], args.one[1], device, steps, warmup)))
@@ -304,6 +419,8 @@ def main() -> None:
     configs = args.configs or (CONFIGS if cuda else
                                ["od-official", "quickstart", "cpu-sprites", "cpu-setpred",
                                 "cpu-video-sprites"])
+    if args.tf_python and not args.configs:
+        configs = TF_CONFIGS
     cpu_bf16 = not cuda and bool(cpu_has_native_bf16())
     if args.modes:
         modes = args.modes
@@ -324,17 +441,18 @@ def main() -> None:
         for mode in modes:
             cmd = [sys.executable, __file__, "--device", device, "--steps", str(steps),
                    "--warmup", str(warmup), "--one", config, mode]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode == 0:
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
-            else:
-                last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                row = {"config": config, "mode": mode, "error": last[:120]}
+            row = run_row(cmd, config, mode)
             rows.append(row)
             print(format_table([row], peaks).splitlines()[-1], flush=True)
+    tf_rows = []
+    if args.tf_python:
+        tf_rows = measure_tf(args.tf_python, args.tf_src, configs, modes, steps, warmup)
     print()
     print(f"{machine}; {steps} timed steps after {warmup} warm-up per row")
     print(format_table(rows, peaks))
+    if args.tf_python:
+        print()
+        print(format_tf_table(rows, tf_rows))
     for row in rows:  # the paper's CLEVR6 schedule: 500k steps at batch 64 = 32M images
         if row["config"] == "od-official" and "train_img_s" in row:
             hours = 500_000 * 64 / row["train_img_s"] / 3600
@@ -342,7 +460,7 @@ def main() -> None:
                   f"{hours:,.1f} h at {row['train_img_s']:,.0f} img/s")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "peaks_tflop_s": peaks,
-                                         "rows": rows}, indent=1))
+                                         "rows": rows, "tf_rows": tf_rows}, indent=1))
 
 
 if __name__ == "__main__":
