@@ -457,7 +457,7 @@ def main() -> None:
         if row["config"] == "od-official" and "train_img_s" in row:
             hours = 500_000 * 64 / row["train_img_s"] / 3600
             print(f"od-official {row['mode']}: the paper's 500k x 64 CLEVR6 schedule would take "
-                  f"{hours:,.1f} h at {row['train_img_s']:,.0f} img/s")
+                  f"{hours:,.0f} h at {row['train_img_s']:.3g} img/s")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "peaks_tflop_s": peaks,
                                          "rows": rows, "tf_rows": tf_rows}, indent=1))
