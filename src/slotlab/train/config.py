@@ -83,6 +83,9 @@ class TrainConfig:
     channels_last: bool | None = option(
         None, "channels_last memory format (default: on for CUDA, and for set prediction on "
         "the CPU)")
+    micro_batch: int | None = option(
+        None, "examples per forward/backward pass, the gradients of a step summed over them "
+        "(same step, less memory; default: 64 on the CPU, the whole batch on CUDA)")
     num_workers: int | None = option(None, "data loader worker processes (default: by data)")
     grad_clip: float | None = option(None, "clip the global gradient norm to this value")
     ema_decay: float | None = option(
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ConfigError(f"the task {task} needs a {CONFIGS[task].__name__}, got "
                               f"{type(model).__name__}")
         object.__setattr__(self, "model", model)
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ConfigError(f"micro_batch must be >= 1, got {self.micro_batch}")
         for name in ("batch_size", "steps", "log_every", "eval_every", "eval_num", "image_every",
                      "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:

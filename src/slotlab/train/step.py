@@ -29,6 +29,9 @@ from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
 from slotlab.train.runtime import Distributed, rng_state, set_rng_state
 
 NEW_RUN_HINT = "; start a new run with --out"
+# On the CPU a step runs in passes of at most this many examples: the activations of a large
+# batch (set prediction's official 512) would need over 12 GB; the summed gradients are the same
+CPU_MICRO_BATCH = 64
 TRAINED_TASKS = ("object_discovery", "set_prediction", "video")  # the tasks with a loss here
 
 
@@ -45,6 +48,7 @@ class TrainState:
     memory_format: torch.memory_format
     noise_generator: torch.Generator  # slot-initialisation noise of whole global batches
     part: tuple[int, int]  # this process's slice [lo, hi) of each global batch
+    micro_batch: int  # examples per forward/backward pass of a step
     step: int = 0
     train_seconds: float = 0.0
 
@@ -135,9 +139,11 @@ def build_state(cfg: TrainConfig, device: torch.device,
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile or cfg.cuda_graphs:  # CUDA graphs come through compile's reduce-overhead
         forward = torch.compile(forward, mode="reduce-overhead" if cfg.cuda_graphs else None)
+    part = dist_info.part(cfg.batch_size)
+    micro_batch = cfg.micro_batch or (part[1] - part[0] if device.type == "cuda" else
+                                      CPU_MICRO_BATCH)
     return TrainState(cfg, device, model, forward, optimizer, ema, memory_format,
-                      torch.Generator().manual_seed(cfg.seed + 1),
-                      dist_info.part(cfg.batch_size))
+                      torch.Generator().manual_seed(cfg.seed + 1), part, micro_batch)
 
 
 def video_forward(model: nn.Module, batch: dict[str, torch.Tensor],
@@ -196,10 +202,8 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], noise: torch.T
         group["lr"] = lr
     if cfg.cuda_graphs:  # a new training step: earlier graph outputs may be reused
         torch.compiler.cudagraph_mark_step_begin()
-    with autocast(state):
-        loss, _ = compute_loss(state.forward, batch, cfg.task, noise)
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = accumulate_gradients(state, batch, noise)
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
     state.optimizer.step()
@@ -207,6 +211,27 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], noise: torch.T
     if state.ema is not None:
         update_ema(state.ema, state.model, ema_decay_at(cfg.ema_decay, state.step))
     return loss.detach()
+
+
+def accumulate_gradients(state: TrainState, batch: dict[str, torch.Tensor],
+                         noise: torch.Tensor) -> torch.Tensor:
+    """The gradients of the batch's loss, in passes of at most `state.micro_batch` examples:
+    each pass's loss (a mean over its examples, as every task's loss is) weighted by its share
+    of the batch, so the summed gradients are those of the whole batch. Returns the batch's
+    loss; under DistributedDataParallel the gradients are all-reduced once, after the last."""
+    n = noise.shape[0]
+    starts = range(0, n, state.micro_batch)
+    total = torch.zeros((), device=noise.device)
+    for i, lo in enumerate(starts):
+        hi = min(lo + state.micro_batch, n)
+        part = {k: v[lo:hi] for k, v in batch.items()} if hi - lo < n else batch
+        sync = i == len(starts) - 1 or not hasattr(state.forward, "no_sync")
+        with contextlib.nullcontext() if sync else state.forward.no_sync():
+            with autocast(state):
+                loss, _ = compute_loss(state.forward, part, state.cfg.task, noise[lo:hi])
+            (loss * ((hi - lo) / n)).backward()
+        total = total + loss.detach().float() * ((hi - lo) / n)
+    return total
 
 
 def infer(state: TrainState, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> Any:
