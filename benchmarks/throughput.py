@@ -67,9 +67,9 @@ TF_CONFIGS = ["od-official", "sp-official"]  # the configs that tf_official.py m
 TF_SCRIPT = Path(__file__).resolve().with_name("tf_official.py")
 
 
-def train_config(name: str, mode: str, device: str) -> TrainConfig:
-    """The training config of a benchmark config (its task, model and batch size on `device`;
-    nothing else of a preset) run in arithmetic `mode`."""
+def train_config(name: str, mode: str, device: str, batch: int | None = None) -> TrainConfig:
+    """The training config of a benchmark config (its task, model and batch size on `device`, or
+    `batch`; nothing else of a preset) run in arithmetic `mode`."""
     from slotlab.train.config import load_preset, make_config
 
     data_options = {}
@@ -84,7 +84,7 @@ def train_config(name: str, mode: str, device: str) -> TrainConfig:
         task, model, batch_size = preset["task"], preset.get("model"), int(preset["batch_size"])
         data_options = {k: v for k, v in (preset.get("data_options") or {}).items()
                         if k == "num_frames"}
-    return make_config(task=task, model=model, batch_size=batch_size, device=device,
+    return make_config(task=task, model=model, batch_size=batch or batch_size, device=device,
                        data_options=data_options,
                        bf16=mode.startswith("bf16"), channels_last="-cl" in mode,
                        pad_last_layer=8 if "-pad" in mode else 0,
@@ -158,7 +158,7 @@ def synthetic_batch(cfg: TrainConfig) -> dict[str, torch.Tensor]:
 
 
 def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: int,
-                profile: bool = False) -> dict:
+                profile: bool = False, batch: int | None = None) -> dict:
     """Build the model of `config`, run `mode`, return the row; with `profile`, also print the
     top kernels of `steps` training steps (torch.profiler, by self device time)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -166,7 +166,7 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     from slotlab.train.step import build_state, infer, train_step, video_forward
 
     device = torch.device(device_name)
-    cfg = train_config(config, mode, device.type)
+    cfg = train_config(config, mode, device.type, batch)
     task, lr = cfg.task, 1e-4
     # a video counts its frames: images/s and FLOPs per image are per frame
     batch_size = cfg.batch_size * (frames_of(cfg) if task == "video" else 1)
@@ -314,14 +314,14 @@ def tf_command(tf_python: Path, tf_src: Path, config: str, mode: str, batch: int
 
 
 def measure_tf(tf_python: Path, tf_src: Path, configs: list[str], modes: list[str], steps: int,
-               warmup: int) -> list[dict]:
+               warmup: int, batch_size: int | None = None) -> list[dict]:
     """The official TF code's rows: each TF config among `configs` in each arithmetic of `modes`,
-    at slotlab's CPU batch size and with as many intra-op threads as torch uses, one subprocess
-    each."""
+    at slotlab's CPU batch size (or `batch_size`) and with as many intra-op threads as torch
+    uses, one subprocess each."""
     rows = []
     for config in [c for c in configs if c in TF_CONFIGS]:
         for mode in dict.fromkeys(m for m in map(tf_mode, modes) if m):
-            batch = train_config(config, mode, "cpu").batch_size
+            batch = train_config(config, mode, "cpu", batch_size).batch_size
             cmd = tf_command(tf_python, tf_src, config, mode, batch, steps, warmup,
                              torch.get_num_threads())
             r = run_row(cmd, config, mode)
@@ -373,6 +373,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES)
     parser.add_argument("--steps", type=int, help="timed steps per row (default 20 CUDA, 3 CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 5 CUDA, 1 CPU)")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="every config at this batch size (e.g. sp-official at the official "
+                        "512 on the CPU); the step runs in passes of the run's micro_batch")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--profile", nargs=2, metavar=("CONFIG", "MODE"),
@@ -401,10 +404,12 @@ def main() -> None:
                          "name one of them in --configs")
 
     if args.one:  # child process: one row, as JSON on the last line of stdout
-        print(json.dumps(measure_one(args.one[0], args.one[1], device, steps, warmup)))
+        print(json.dumps(measure_one(args.one[0], args.one[1], device, steps, warmup,
+                                     batch=args.batch_size)))
         return
     if args.profile:
-        print(json.dumps(measure_one(*args.profile, device, steps, warmup, profile=True)))
+        print(json.dumps(measure_one(*args.profile, device, steps, warmup, profile=True,
+                                     batch=args.batch_size)))
         return
 
     for name in args.configs or []:
@@ -440,13 +445,15 @@ def main() -> None:
     for config in configs:
         for mode in modes:
             cmd = [sys.executable, __file__, "--device", device, "--steps", str(steps),
-                   "--warmup", str(warmup), "--one", config, mode]
+                   "--warmup", str(warmup), "--one", config, mode,
+                   *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]
             row = run_row(cmd, config, mode)
             rows.append(row)
             print(format_table([row], peaks).splitlines()[-1], flush=True)
     tf_rows = []
     if args.tf_python:
-        tf_rows = measure_tf(args.tf_python, args.tf_src, configs, modes, steps, warmup)
+        tf_rows = measure_tf(args.tf_python, args.tf_src, configs, modes, steps, warmup,
+                             args.batch_size)
     print()
     print(f"{machine}; {steps} timed steps after {warmup} warm-up per row")
     print(format_table(rows, peaks))
