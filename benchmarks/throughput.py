@@ -176,9 +176,27 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     data = state.prepare_batch(synthetic_batch(cfg))
     noise = state.draw_noise()
 
-    # FLOPs of the plain model (compile would hide the ops from the counter): one training step
-    # through the uncompiled model (Adam's updates are not matmuls or convolutions, so they add
-    # nothing). The inference pass is counted with autograd on (and no backward): under no_grad
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        train_step(state, data, noise, lr)
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step(state, data, noise, lr)
+    sync(device)
+    train_ips = steps * batch_size / (time.perf_counter() - t)
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # FLOPs of the plain model, counted after the training steps' peak memory is read (the
+    # counted forward keeps the whole batch's activations for autograd, where the training step
+    # runs in passes of `micro_batch`; compile would hide the ops from the counter): one training
+    # step through the uncompiled model (Adam's updates are not matmuls or convolutions, so they
+    # add nothing). The inference pass is counted with autograd on (and no backward): under no_grad
     # or inference_mode a view of a parameter (the learned initial slots expanded over the batch)
     # is a leaf that requires grad without a gradient edge, and the counter's module tracker
     # fails on it (torch 2.13: "Expected gradient function to be set"). Should the counter fail
@@ -199,22 +217,6 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
         print(f"note: no FLOP count for {config} ({exc})", file=sys.stderr)
         train_flops = infer_flops = math.nan
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        train_step(state, data, noise, lr)
-    sync(device)
-    warmup_s = time.perf_counter() - t0
-    t = time.perf_counter()
-    for _ in range(steps):
-        train_step(state, data, noise, lr)
-    sync(device)
-    train_ips = steps * batch_size / (time.perf_counter() - t)
-    if device.type == "cuda":
-        peak_mib = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     for _ in range(max(1, warmup)):
         infer(state, data, noise)
     sync(device)
