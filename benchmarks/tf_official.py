@@ -3,7 +3,7 @@
 Run it with the Python of a TensorFlow venv, not slotlab's (see "Beside the official TF code" in
 benchmarks/README.md); `throughput.py --tf-python PATH --tf-src DIR` runs it beside slotlab's rows:
 
-    /work/venv_tf/bin/python benchmarks/tf_official.py --official-src /work/official_src \\
+    ../venv_tf/bin/python benchmarks/tf_official.py --official-src ../official_src \\
         --config od-official --batch 8 --steps 3 --warmup 1 --mode fp32
 
 `--official-src DIR` is a checkout of google-research/google-research holding at least its

@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --configs od-official --modes fp32 bf16 --steps 5
     python benchmarks/throughput.py --profile od-official bf16-cl-pad   # + top kernels
     python benchmarks/throughput.py --configs od-official sp-official --modes fp32 bf16 \
-        --tf-python /work/venv_tf/bin/python --tf-src /work/official_src   # + the official TF code
+        --tf-python ../venv_tf/bin/python --tf-src ../official_src   # + the official TF code
 
 For each model config and arithmetic mode it measures, in a fresh subprocess (clean peak memory,
 no compile cache shared between rows):

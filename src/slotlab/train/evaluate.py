@@ -337,31 +337,23 @@ def save_pictures(model: nn.Module, dataset: Dataset, task: str, seed: int, path
         return
 
     batch = default_collate([dataset[i] for i in range(min(num, len(dataset)))])
+    if task == "video":
+        from slotlab.train.visualize_video import save_video_pictures
+
+        save_video_pictures(model, {k: v.to(device) for k, v in batch.items()}, seed, path)
+        return
+    image = normalize_batch_image(batch["image"].to(device))
+    noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(seed)).to(device)
     was_training = model.training
     model.eval()
-    if task == "video":
-        from slotlab.train.step import video_forward, video_target
-        from slotlab.train.visualize_video import save_gif, video_gif_frames, video_sheet
-
-        batch = {k: v.to(device) for k, v in batch.items()}
-        noise = slot_noise(model, batch["video"].shape[0],
-                           torch.Generator().manual_seed(seed)).to(device)
-        out = _to_cpu(video_forward(model, batch, noise))
-        model.train(was_training)
-        video, target = batch["video"].cpu(), video_target(model, batch).cpu()
-        figure = video_sheet(video, out, target)
-        save_gif(video_gif_frames(video, out, target), path.with_suffix(".gif"))
+    out = model(image, noise=noise, return_all_attention=True)
+    model.train(was_training)
+    if task == "object_discovery":
+        figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num,
+                                         cell_pixels=config_cell_pixels(model.config))
     else:
-        image = normalize_batch_image(batch["image"].to(device))
-        noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(seed)).to(device)
-        out = model(image, noise=noise, return_all_attention=True)
-        model.train(was_training)
-        if task == "object_discovery":
-            figure = object_discovery_figure(image.cpu(), _to_cpu(out), num=num,
-                                             cell_pixels=config_cell_pixels(model.config))
-        else:
-            figure = set_prediction_figure(image.cpu(), out.predictions.cpu(),
-                                           batch.get("target"), num=num)
+        figure = set_prediction_figure(image.cpu(), out.predictions.cpu(), batch.get("target"),
+                                       num=num)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.save(path)
 

@@ -571,22 +571,13 @@ def _visualize_video(model: torch.nn.Module, samples: list[dict[str, torch.Tenso
                      out: Path, seed: int, device: torch.device) -> Path:
     """A video model on `samples`: the frames x slots sheet of the first video at `out` (PNG)
     and the animation of all of them beside it (`out` with the suffix .gif)."""
-    from slotlab.train.evaluate import slot_noise
-    from slotlab.train.step import video_forward, video_target
-    from slotlab.train.visualize_video import save_gif, video_gif_frames, video_sheet
+    from slotlab.train.visualize_video import save_video_pictures
 
     batch = {k: torch.stack([s[k] for s in samples]).to(device) for k in samples[0]}
-    noise = slot_noise(model, len(samples), torch.Generator().manual_seed(seed)).to(device)
-    with torch.no_grad():
-        output = video_forward(model.eval(), batch, noise)
-    video, target = batch["video"], video_target(model, batch)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        video_sheet(video, output, target).save(out, format="PNG")
+        gif = save_video_pictures(model, batch, seed, out, gif_num=len(samples))
     except OSError as err:
         raise ConfigError(f"cannot write the figure to {out} ({err.strerror or err})") from None
-    gif = save_gif(video_gif_frames(video, output, target, num=len(samples)),
-                   out.with_suffix(".gif"))
     print(f"wrote {gif}")
     return out
 

@@ -33,7 +33,7 @@ from slotlab.train.visualize import (
     to_uint8,
 )
 
-__all__ = ["save_gif", "video_columns", "video_gif_frames", "video_sheet"]
+__all__ = ["save_gif", "save_video_pictures", "video_columns", "video_gif_frames", "video_sheet"]
 
 FIXED_COLUMNS = ("frame", "target", "decoded", "masks", "attn")
 
@@ -107,3 +107,26 @@ def save_gif(frames: list[Image.Image], path: str | Path, frame_ms: int = 400) -
                                                  append_images=frames[1:], duration=frame_ms,
                                                  loop=0), "animation")
     return path
+
+
+@torch.no_grad()
+def save_video_pictures(model: torch.nn.Module, batch: dict[str, torch.Tensor], seed: int,
+                        path: Path, gif_num: int = 4) -> Path:
+    """A video model on a batch (on the model's device): the frames x slots sheet of the first
+    video at `path` (PNG) and the animation of the first `gif_num` videos beside it (`path` with
+    the suffix .gif, returned). The starting-slot noise is seeded with `seed`; the model is left
+    in the mode it was in."""
+    from slotlab.train.evaluate import _to_cpu, slot_noise
+    from slotlab.train.step import video_forward, video_target
+
+    device = batch["video"].device
+    noise = slot_noise(model, batch["video"].shape[0],
+                       torch.Generator().manual_seed(seed)).to(device)
+    was_training = model.training
+    model.eval()
+    output = _to_cpu(video_forward(model, batch, noise))
+    model.train(was_training)
+    video, target = batch["video"].cpu(), video_target(model, batch).cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    video_sheet(video, output, target).save(path, format="PNG")
+    return save_gif(video_gif_frames(video, output, target, num=gif_num), path.with_suffix(".gif"))
