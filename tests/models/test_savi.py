@@ -258,6 +258,44 @@ def test_mask_attention_adds_the_corrected_slots_attention_logits():
     assert not torch.allclose(a.masks, b.masks)
 
 
+@pytest.mark.parametrize("kind", ["boxes", "points"])
+@pytest.mark.parametrize("mask_attention", [False, True])
+def test_skip_absent_equals_the_model_without_the_absent_slots(kind, mask_attention):
+    """skip_absent: an empty first-frame box (point) switches its slot off, so the other slots,
+    masks and decoded frames equal those of the same model given only the present objects."""
+    torch.manual_seed(3)
+    model = SAVi(small_config(initializer=kind, skip_absent=True,
+                              mask_attention=mask_attention)).eval()
+    plain = SAVi(small_config(initializer=kind, mask_attention=mask_attention)).eval()
+    plain.load_state_dict(model.state_dict())  # the option adds no parameter
+    video = torch.rand(1, 3, 3, 16, 16)
+    boxes = torch.tensor([[[[0.1, 0.1, 0.4, 0.5], [0.0, 0.0, 0.0, 0.0], [0.5, 0.2, 0.9, 0.7]]]])
+    points = (boxes[..., :2] + boxes[..., 2:]) / 2
+    given = {"boxes": boxes} if kind == "boxes" else {"points": points}
+    present = {k: v[:, :, [0, 2]] for k, v in given.items()}
+    with torch.no_grad():
+        out = model(video, **given)  # K = 4: background, object 0, (absent), object 2
+        fewer = model(video, **present)  # K = 3
+        kept = plain(video, **given)  # the official model: the absent slot takes part
+    on = [0, 1, 3]
+    assert torch.allclose(out.slots[:, :, on], fewer.slots, atol=1e-5)
+    assert torch.allclose(out.masks[:, :, on], fewer.masks, atol=1e-5)
+    assert torch.allclose(out.target, fewer.target, atol=1e-5)
+    assert out.masks[:, :, 2].max() < 1e-6 and out.attention[:, :, 2].max() < 1e-6
+    assert out.slot_bias is not None and fewer.slot_bias.eq(0).all()
+    assert not torch.allclose(kept.target, out.target, atol=1e-4)
+    # a continuation chunk given the boxes keeps the slot off
+    with torch.no_grad():
+        first = model(video[:, :2], **given)
+        second = model(video[:, 2:], slots=first.predicted_slots[:, -1], **given)
+    assert torch.allclose(second.slots, out.slots[:, 2:], atol=1e-5)
+
+
+def test_skip_absent_needs_boxes_or_points():
+    with pytest.raises(ValueError, match="skip_absent"):
+        SAViConfig(initializer="learned", skip_absent=True)
+
+
 def test_defaults_are_savi_s():
     c = SAViConfig()
     assert c.resolution == (64, 64) and c.num_slots == 24 and c.slot_size == 128

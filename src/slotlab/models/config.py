@@ -169,8 +169,15 @@ class SAViConfig:
     mask_attention: bool = option(
         False, "not the paper's: each slot's alpha logits also get its attention logits over "
         "the frame's pixels (the corrected slots against the frame's encoded inputs)")
+    skip_absent: bool = option(
+        False, "not the paper's (boxes/points only): a slot whose first-frame box or point is "
+        "empty (an absent object, not the background) is switched off: no share in the "
+        "corrector's softmax over slots, the predictor's attention or the decoder's masks")
 
     def __post_init__(self) -> None:
+        if self.skip_absent and self.initializer not in ("boxes", "points"):
+            raise ValueError(f"skip_absent needs the boxes or points initializer (absent objects "
+                             f"are empty boxes), not {self.initializer!r}")
         _positive(self, "resolution", "num_slots", "slot_size", "num_iterations", "num_channels",
                   "encoder_channels", "encoder_kernel_size", "encoder_mlp_hidden_size",
                   "initializer_hidden_size", "predictor_heads", "predictor_mlp_size",

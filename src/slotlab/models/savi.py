@@ -10,6 +10,7 @@ Read next to the paper (section 2, figure 2). For a video of T frames:
       -> initial slots (paper: "initializer")                                 [B, K, D]
            boxes/points of the first frame + a background box (0, 0, 0, 0) in front -> MLP
            (K = M + 1), or K learned vectors, or N(0, 1) noise, or the caller's `slots`
+           (option `skip_absent`, not the paper's: slots of empty boxes are switched off)
       -> for t = 1..T (paper: the "corrector" then the "predictor"):
            slots_t = SlotAttention(inputs_t, starting slots)     one iteration, no MLP [B, K, D]
            predicted_t = TransformerBlock(slots_t)               post-norm, 4 heads    [B, K, D]
@@ -56,6 +57,7 @@ from slotlab.schema import from_dict, to_dict
 __all__ = ["SAVi", "SAViOutput", "position_grid", "savi_loss"]
 
 FLAX_LAYER_NORM_EPSILON = 1e-6
+SLOT_OFF = -1e9  # a logit that switches a slot off (`skip_absent`)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class SAViOutput:
     readouts: torch.Tensor  # [B, T, K, C, H, W] per-slot readout before masking
     mask_logits: torch.Tensor  # [B, T, K, 1, H, W] alpha logits (float32)
     initial_slots: torch.Tensor  # [B, K, D] the starting slots of the first frame
+    slot_bias: torch.Tensor | None = None  # [B, K] 0, or SLOT_OFF for a switched-off slot
 
     @property
     def segmentations(self) -> torch.Tensor:
@@ -224,8 +227,10 @@ class TransformerBlock(nn.Module):
         self.mlp = nn.Sequential(_dense(size, mlp_size), nn.ReLU(), _dense(mlp_size, size))
         self.norm_mlp = _layer_norm(size)
 
-    def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Self-attention of x [B, K, D] -> (output [B, K, D], weights [B, heads, K, K])."""
+    def attend(self, x: torch.Tensor, key_bias: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention of x [B, K, D] (`key_bias` [B, K] added to the logits of every query
+        for key k) -> (output [B, K, D], weights [B, heads, K, K])."""
         b, k, d = x.shape
         h = self.num_heads
         head = d // h
@@ -234,12 +239,15 @@ class TransformerBlock(nn.Module):
             return y.reshape(b, k, h, head).transpose(1, 2)
 
         q = split(self.query(x)) / math.sqrt(head)
-        weights = (q @ split(self.key(x)).transpose(-1, -2)).softmax(dim=-1)  # over keys
+        logits = q @ split(self.key(x)).transpose(-1, -2)  # [B, heads, K, K]
+        if key_bias is not None:
+            logits = logits + key_bias[:, None, None, :]
+        weights = logits.softmax(dim=-1)  # over keys
         y = (weights @ split(self.value(x))).transpose(1, 2).reshape(b, k, d)
         return self.out(y), weights
 
-    def forward(self, slots: torch.Tensor) -> torch.Tensor:
-        x = self.norm_attention(self.attend(slots)[0] + slots)
+    def forward(self, slots: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm_attention(self.attend(slots, key_bias)[0] + slots)
         return self.norm_mlp(self.mlp(x) + x)
 
 
@@ -293,6 +301,8 @@ class SAVi(nn.Module):
         points [B, T or 1, M, 2] (y, x) in [0, 1], frame 0 (initializer "points");
         slots [B, K, D] overrides the initial slots (e.g. the previous chunk's
             `predicted_slots[:, -1]`, or fixed noise for the "gaussian" initializer).
+    With `skip_absent`, the slots of empty first-frame boxes (points) are switched off; a
+    continuation chunk passes the first chunk's boxes (points) beside `slots` to keep them off.
     Returns a `SAViOutput`.
     """
 
@@ -359,6 +369,18 @@ class SAVi(nn.Module):
             return self.initializer(batch_size)
         return self.initializer(batch_size, self.encoder.grid.device, generator)
 
+    def slot_bias(self, boxes: torch.Tensor | None = None,
+                  points: torch.Tensor | None = None) -> torch.Tensor | None:
+        """`skip_absent`: [B, K] 0 for the background slot (first) and each object with a
+        first-frame box (point), SLOT_OFF for an empty one (an absent object); None when the
+        option is off or no boxes (points) are given."""
+        given = boxes if self.config.initializer == "boxes" else points
+        if not self.config.skip_absent or given is None:
+            return None
+        present = (given[:, 0] != 0).any(dim=-1)  # [B, M]
+        present = torch.cat([present.new_ones(present.shape[0], 1), present], dim=1)  # [B, K]
+        return torch.where(present, 0.0, SLOT_OFF).float()
+
     def decode(self, slots: torch.Tensor, extra_logits: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """slots [B, T, K, D] -> (target [B, T, C, H, W], readouts [B, T, K, C, H, W], masks and
@@ -387,21 +409,25 @@ class SAVi(nn.Module):
             raise ValueError(f"slots must be [B={b}, K, {self.config.slot_size}], got "
                              f"{tuple(slots.shape)}")
         initial = slots
+        bias = self.slot_bias(boxes, points)  # None, or [B, K] (`skip_absent`)
         corrected, predicted, attention, attention_logits = [], [], [], []
         for frame in range(t):  # the official nn.scan over time
-            sa = self.corrector(inputs[:, frame], slots)  # corrector: [B, K, D]
-            slots = self.predictor(sa.slots)  # predictor: next frame's starting slots
+            sa = self.corrector(inputs[:, frame], slots, slot_bias=bias)  # corrector: [B, K, D]
+            slots = self.predictor(sa.slots, bias)  # predictor: next frame's starting slots
             corrected.append(sa.slots)
             predicted.append(slots)
             attention.append(sa.attention)
             if self.config.mask_attention:  # [B, K, N]: the corrected slots' logits
-                attention_logits.append(self.corrector.final_logits(inputs[:, frame], sa))
+                attention_logits.append(self.corrector.final_logits(inputs[:, frame], sa, bias))
         corrected_slots = torch.stack(corrected, dim=1)  # [B, T, K, D]
         extra = None
         if attention_logits:  # [B, T, K, 1, H, W] added to the alpha logits
             extra = torch.stack(attention_logits, dim=1).unflatten(-1, (h, w))[:, :, :, None]
+        if bias is not None:  # switched-off slots get no mask
+            off = bias[:, None, :, None, None, None].expand(b, t, -1, 1, h, w)
+            extra = off if extra is None else extra + off
         target, readouts, masks, logits = self.decode(corrected_slots, extra)
         return SAViOutput(
             slots=corrected_slots, predicted_slots=torch.stack(predicted, dim=1),
             attention=torch.stack(attention, dim=1), masks=masks, target=target,
-            readouts=readouts, mask_logits=logits, initial_slots=initial)
+            readouts=readouts, mask_logits=logits, initial_slots=initial, slot_bias=bias)
