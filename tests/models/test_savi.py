@@ -291,6 +291,36 @@ def test_skip_absent_equals_the_model_without_the_absent_slots(kind, mask_attent
     assert torch.allclose(second.slots, out.slots[:, 2:], atol=1e-5)
 
 
+def test_box_attention_confines_the_first_frame_to_the_boxes():
+    """box_attention: in the first frame a box slot's logits are lowered outside its box (a large
+    penalty leaves it no attention there); later frames and a continuation chunk are untouched."""
+    torch.manual_seed(4)
+    model = SAVi(small_config(box_attention=30.0, mask_attention=True)).eval()
+    plain = SAVi(small_config(mask_attention=True)).eval()
+    plain.load_state_dict(model.state_dict())  # the option adds no parameter
+    video = torch.rand(2, 3, 3, 16, 16)
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.25, 0.5, 1.0, 1.0], [0.5, 0.0, 1.0, 0.25]])
+    boxes = boxes.expand(2, 1, 3, 4)
+    with torch.no_grad():
+        out, ref = model(video, boxes=boxes), plain(video, boxes=boxes)
+        first = model(video[:, :1], boxes=boxes)
+        rest = model(video[:, 1:], slots=first.predicted_slots[:, -1], boxes=boxes)
+        rest_plain = plain(video[:, 1:], slots=first.predicted_slots[:, -1], boxes=boxes)
+    centres = (torch.arange(16) + 0.5) / 16
+    for m, (y0, x0, y1, x1) in enumerate(boxes[0, 0].tolist()):
+        inside = (((centres[:, None] >= y0) & (centres[:, None] <= y1)) &
+                  ((centres[None, :] >= x0) & (centres[None, :] <= x1))).flatten()
+        attention = out.attention[:, 0, m + 1]  # [B, N] the slot of box m, first frame
+        assert attention[:, ~inside].max() < 1e-6 and attention[:, inside].sum() > 0
+        masks = out.masks[:, 0, m + 1, 0].flatten(1)  # mask_attention carries it to the masks
+        assert masks[:, ~inside].max() < 1e-3
+    assert not torch.allclose(out.slots[:, 0], ref.slots[:, 0], atol=1e-4)
+    assert torch.allclose(rest.slots, rest_plain.slots, atol=1e-6)  # continuation: no term
+    assert torch.allclose(rest.slots, out.slots[:, 1:], atol=1e-5)
+    with pytest.raises(ValueError, match="box_attention"):
+        SAViConfig(initializer="points", box_attention=5.0)
+
+
 def test_skip_absent_needs_boxes_or_points():
     with pytest.raises(ValueError, match="skip_absent"):
         SAViConfig(initializer="learned", skip_absent=True)

@@ -173,11 +173,19 @@ class SAViConfig:
         False, "not the paper's (boxes/points only): a slot whose first-frame box or point is "
         "empty (an absent object, not the background) is switched off: no share in the "
         "corrector's softmax over slots, the predictor's attention or the decoder's masks")
+    box_attention: float = option(
+        0.0, "not the paper's (boxes only): in the first frame, a box-initialised slot's "
+        "attention logits are lowered by this much at the pixels outside its box (0: off)")
 
     def __post_init__(self) -> None:
         if self.skip_absent and self.initializer not in ("boxes", "points"):
             raise ValueError(f"skip_absent needs the boxes or points initializer (absent objects "
                              f"are empty boxes), not {self.initializer!r}")
+        if self.box_attention and self.initializer != "boxes":
+            raise ValueError(f"box_attention needs the boxes initializer, not "
+                             f"{self.initializer!r}")
+        if self.box_attention < 0:
+            raise ValueError(f"box_attention must be >= 0 (a penalty), got {self.box_attention}")
         _positive(self, "resolution", "num_slots", "slot_size", "num_iterations", "num_channels",
                   "encoder_channels", "encoder_kernel_size", "encoder_mlp_hidden_size",
                   "initializer_hidden_size", "predictor_heads", "predictor_mlp_size",

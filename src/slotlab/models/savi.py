@@ -10,7 +10,8 @@ Read next to the paper (section 2, figure 2). For a video of T frames:
       -> initial slots (paper: "initializer")                                 [B, K, D]
            boxes/points of the first frame + a background box (0, 0, 0, 0) in front -> MLP
            (K = M + 1), or K learned vectors, or N(0, 1) noise, or the caller's `slots`
-           (option `skip_absent`, not the paper's: slots of empty boxes are switched off)
+           (options, not the paper's: `skip_absent` switches off the slots of empty boxes;
+           `box_attention` lowers each box slot's first-frame logits outside its box)
       -> for t = 1..T (paper: the "corrector" then the "predictor"):
            slots_t = SlotAttention(inputs_t, starting slots)     one iteration, no MLP [B, K, D]
            predicted_t = TransformerBlock(slots_t)               post-norm, 4 heads    [B, K, D]
@@ -208,6 +209,20 @@ class GaussianInitializer(nn.Module):
                            generator=generator)
 
 
+def box_logits(boxes: torch.Tensor, resolution: tuple[int, int], penalty: float) -> torch.Tensor:
+    """`box_attention`: first-frame boxes [B, M, 4] (ymin, xmin, ymax, xmax) in [0, 1] -> a term
+    [B, M + 1, H * W] for the corrector's logits: -penalty at the pixels whose centre lies outside
+    the slot's box, 0 inside; the background slot (first) is 0 everywhere."""
+    h, w = resolution
+    y = (torch.arange(h, device=boxes.device, dtype=torch.float32) + 0.5) / h  # pixel centres
+    x = (torch.arange(w, device=boxes.device, dtype=torch.float32) + 0.5) / w
+    b = boxes.float()[..., None, None]  # [B, M, 4, 1, 1]
+    inside = ((y[:, None] >= b[:, :, 0]) & (y[:, None] <= b[:, :, 2]) &
+              (x[None, :] >= b[:, :, 1]) & (x[None, :] <= b[:, :, 3]))  # [B, M, H, W]
+    term = (inside.float() - 1.0).flatten(2) * penalty  # [B, M, N]
+    return torch.cat([term.new_zeros(term.shape[0], 1, term.shape[2]), term], dim=1)
+
+
 # ------------------------------------------------------------------------------------------------
 # Predictor
 # ------------------------------------------------------------------------------------------------
@@ -403,6 +418,7 @@ class SAVi(nn.Module):
             raise ValueError(f"video must be [B, T, {c}, {h}, {w}], got {tuple(video.shape)}")
         b, t = video.shape[:2]
         inputs = self.encode(video)  # [B, T, N, C_enc]
+        from_boxes = slots is None and boxes is not None  # not a continuation chunk
         if slots is None:
             slots = self.initial_slots(b, boxes, points)  # [B, K, D]
         elif slots.ndim != 3 or slots.shape[0] != b or slots.shape[2] != self.config.slot_size:
@@ -410,15 +426,21 @@ class SAVi(nn.Module):
                              f"{tuple(slots.shape)}")
         initial = slots
         bias = self.slot_bias(boxes, points)  # None, or [B, K] (`skip_absent`)
+        first = None if bias is None else bias[:, :, None]  # the first frame's logit term
+        if self.config.box_attention and from_boxes:  # [B, K, N]
+            term = box_logits(boxes[:, 0], (h, w), self.config.box_attention)
+            first = term if first is None else first + term
         corrected, predicted, attention, attention_logits = [], [], [], []
         for frame in range(t):  # the official nn.scan over time
-            sa = self.corrector(inputs[:, frame], slots, slot_bias=bias)  # corrector: [B, K, D]
+            logit_bias = first if frame == 0 else None if bias is None else bias[:, :, None]
+            sa = self.corrector(inputs[:, frame], slots, logit_bias=logit_bias)  # [B, K, D]
             slots = self.predictor(sa.slots, bias)  # predictor: next frame's starting slots
             corrected.append(sa.slots)
             predicted.append(slots)
             attention.append(sa.attention)
             if self.config.mask_attention:  # [B, K, N]: the corrected slots' logits
-                attention_logits.append(self.corrector.final_logits(inputs[:, frame], sa, bias))
+                attention_logits.append(
+                    self.corrector.final_logits(inputs[:, frame], sa, logit_bias))
         corrected_slots = torch.stack(corrected, dim=1)  # [B, T, K, D]
         extra = None
         if attention_logits:  # [B, T, K, 1, H, W] added to the alpha logits

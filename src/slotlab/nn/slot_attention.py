@@ -21,8 +21,8 @@ Two variants are small pieces, off by default:
   queries) the starting slots receive that gradient unchanged.
 - `attention_bias`: a module mapping the previous iteration's attention [B, K, N] to a term added
   to the logits (`slotlab.nn.locality.LocalityBias`).
-- a call's `slot_bias` [B, K]: a fixed term added to every input's logit for slot k (e.g. -1e9
-  switches a slot off: it takes no part in the softmax over slots).
+- a call's `logit_bias` [B, K, N] (or [B, K, 1] for every input alike): a fixed term added to
+  the logits (e.g. -1e9 switches a slot off: it takes no part in the softmax over slots).
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ class SlotAttention(nn.Module):
 
     def forward(self, inputs: torch.Tensor, slots: torch.Tensor, num_iterations: int | None = None,
                 return_all_attention: bool = False,
-                slot_bias: torch.Tensor | None = None) -> SlotAttentionOutput:
+                logit_bias: torch.Tensor | None = None) -> SlotAttentionOutput:
         init = slots  # [B, K, D]
-        fixed = None if slot_bias is None else slot_bias.float()[:, None, :]  # [B, 1, K]
+        fixed = None if logit_bias is None else logit_bias.float().transpose(1, 2)  # [B, N, K]
         iterations = self.iterations(num_iterations)
         inputs = self.norm_inputs(inputs)  # [B, N, D_in]
         k = self.project_k(inputs)  # [B, N, D]
@@ -150,16 +150,16 @@ class SlotAttention(nn.Module):
         return self.num_iterations
 
     def final_logits(self, inputs: torch.Tensor, out: SlotAttentionOutput,
-                     slot_bias: torch.Tensor | None = None) -> torch.Tensor:
+                     logit_bias: torch.Tensor | None = None) -> torch.Tensor:
         """The logits one more iteration would attend with, k(inputs) . q(slots) / sqrt(D) (plus
-        the attention bias of the last attention and `slot_bias` [B, K]): inputs [B, N, D_in] ->
-        [B, K, N] (float32)."""
+        the attention bias of the last attention and `logit_bias` [B, K, N or 1]): inputs
+        [B, N, D_in] -> [B, K, N] (float32)."""
         k = self.project_k(self.norm_inputs(inputs))  # [B, N, D]
         q = self.project_q(self.norm_slots(out.slots)) * self.slot_size**-0.5  # [B, K, D]
         with torch.autocast(k.device.type, enabled=False):
             logits = torch.einsum("bnd,bkd->bkn", k.float(), q.float())
         if self.attention_bias is not None:
             logits = logits + self.attention_bias(out.attention)
-        if slot_bias is not None:
-            logits = logits + slot_bias.float()[:, :, None]
+        if logit_bias is not None:
+            logits = logits + logit_bias.float()
         return logits
