@@ -307,6 +307,7 @@ def test_box_attention_confines_the_first_frame_to_the_boxes():
         rest = model(video[:, 1:], slots=first.predicted_slots[:, -1], boxes=boxes)
         rest_plain = plain(video[:, 1:], slots=first.predicted_slots[:, -1], boxes=boxes)
     centres = (torch.arange(16) + 0.5) / 16
+    in_any = torch.zeros(256, dtype=torch.bool)
     for m, (y0, x0, y1, x1) in enumerate(boxes[0, 0].tolist()):
         inside = (((centres[:, None] >= y0) & (centres[:, None] <= y1)) &
                   ((centres[None, :] >= x0) & (centres[None, :] <= x1))).flatten()
@@ -314,6 +315,9 @@ def test_box_attention_confines_the_first_frame_to_the_boxes():
         assert attention[:, ~inside].max() < 1e-6 and attention[:, inside].sum() > 0
         masks = out.masks[:, 0, m + 1, 0].flatten(1)  # mask_attention carries it to the masks
         assert masks[:, ~inside].max() < 1e-3
+        in_any |= inside
+    assert out.attention[:, 0, 0, in_any].max() < 1e-6  # the background slot: outside the boxes
+    assert out.attention[:, 0, 0, ~in_any].sum() > 0
     assert not torch.allclose(out.slots[:, 0], ref.slots[:, 0], atol=1e-4)
     assert torch.allclose(rest.slots, rest_plain.slots, atol=1e-6)  # continuation: no term
     assert torch.allclose(rest.slots, out.slots[:, 1:], atol=1e-5)

@@ -174,8 +174,9 @@ class SAViConfig:
         "empty (an absent object, not the background) is switched off: no share in the "
         "corrector's softmax over slots, the predictor's attention or the decoder's masks")
     box_attention: float = option(
-        0.0, "not the paper's (boxes only): in the first frame, a box-initialised slot's "
-        "attention logits are lowered by this much at the pixels outside its box (0: off)")
+        0.0, "not the paper's (boxes only): in the first frame, a box slot's attention logits "
+        "are lowered by this much at the pixels outside its box, the background slot's at those "
+        "inside any box (0: off)")
 
     def __post_init__(self) -> None:
         if self.skip_absent and self.initializer not in ("boxes", "points"):

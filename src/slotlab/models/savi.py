@@ -211,16 +211,18 @@ class GaussianInitializer(nn.Module):
 
 def box_logits(boxes: torch.Tensor, resolution: tuple[int, int], penalty: float) -> torch.Tensor:
     """`box_attention`: first-frame boxes [B, M, 4] (ymin, xmin, ymax, xmax) in [0, 1] -> a term
-    [B, M + 1, H * W] for the corrector's logits: -penalty at the pixels whose centre lies outside
-    the slot's box, 0 inside; the background slot (first) is 0 everywhere."""
+    [B, M + 1, H * W] for the corrector's logits: for a box slot -penalty at the pixels whose
+    centre lies outside its box, for the background slot (first) -penalty at those inside any
+    box; 0 elsewhere. (An empty box (0, 0, 0, 0) holds no pixel centre.)"""
     h, w = resolution
     y = (torch.arange(h, device=boxes.device, dtype=torch.float32) + 0.5) / h  # pixel centres
     x = (torch.arange(w, device=boxes.device, dtype=torch.float32) + 0.5) / w
     b = boxes.float()[..., None, None]  # [B, M, 4, 1, 1]
     inside = ((y[:, None] >= b[:, :, 0]) & (y[:, None] <= b[:, :, 2]) &
               (x[None, :] >= b[:, :, 1]) & (x[None, :] <= b[:, :, 3]))  # [B, M, H, W]
-    term = (inside.float() - 1.0).flatten(2) * penalty  # [B, M, N]
-    return torch.cat([term.new_zeros(term.shape[0], 1, term.shape[2]), term], dim=1)
+    inside = inside.flatten(2).float()  # [B, M, N]
+    background = -inside.amax(dim=1, keepdim=True)  # [B, 1, N]
+    return torch.cat([background, inside - 1.0], dim=1) * penalty  # [B, M + 1, N]
 
 
 # ------------------------------------------------------------------------------------------------
