@@ -325,34 +325,6 @@ def test_box_attention_confines_the_first_frame_to_the_boxes():
         SAViConfig(initializer="points", box_attention=5.0)
 
 
-def test_temporal_attention_adds_the_widened_last_frame_attention():
-    """temporal_attention: frame t's corrector logits get strength x the max of frame t-1's
-    attention over the 5 x 5 cells around each cell; the first frame is unchanged."""
-    from slotlab.models.savi import temporal_logits
-
-    point = torch.zeros(1, 2, 7 * 7)
-    point[0, 0, 3 * 7 + 3] = 1.0  # slot 0 attended only to the centre cell
-    wide = temporal_logits(point, (7, 7), 4.0).reshape(2, 7, 7)
-    assert wide[0, 1:6, 1:6].eq(4.0).all() and wide[0].sum() == 4.0 * 25 and wide[1].eq(0).all()
-
-    torch.manual_seed(5)
-    model = SAVi(small_config(initializer="learned", temporal_attention=3.0)).eval()
-    plain = SAVi(small_config(initializer="learned")).eval()
-    plain.load_state_dict(model.state_dict())
-    video = torch.rand(2, 3, 3, 16, 16)
-    with torch.no_grad():
-        out, ref = model(video), plain(video)
-        inputs = model.encode(video)
-        for t in (1, 2):
-            term = temporal_logits(out.attention[:, t - 1], (16, 16), 3.0)
-            sa = model.corrector(inputs[:, t], out.predicted_slots[:, t - 1], logit_bias=term)
-            assert torch.allclose(sa.slots, out.slots[:, t], atol=1e-5)
-    assert torch.allclose(out.slots[:, 0], ref.slots[:, 0], atol=1e-6)
-    assert not torch.allclose(out.slots[:, 1], ref.slots[:, 1], atol=1e-4)
-    with pytest.raises(ValueError, match="temporal_attention"):
-        SAViConfig(temporal_attention=-1.0)
-
-
 def test_skip_absent_needs_boxes_or_points():
     with pytest.raises(ValueError, match="skip_absent"):
         SAViConfig(initializer="learned", skip_absent=True)

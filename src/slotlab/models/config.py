@@ -177,9 +177,6 @@ class SAViConfig:
         0.0, "not the paper's (boxes only): in the first frame, a box slot's attention logits "
         "are lowered by this much at the pixels outside its box, the background slot's at those "
         "inside any box (0: off)")
-    temporal_attention: float = option(
-        0.0, "not the paper's: from the second frame on, each slot's attention logits are "
-        "raised by this much times its last-frame attention, widened by 2 cells (0: off)")
 
     def __post_init__(self) -> None:
         if self.skip_absent and self.initializer not in ("boxes", "points"):
@@ -190,8 +187,6 @@ class SAViConfig:
                              f"{self.initializer!r}")
         if self.box_attention < 0:
             raise ValueError(f"box_attention must be >= 0 (a penalty), got {self.box_attention}")
-        if self.temporal_attention < 0:
-            raise ValueError(f"temporal_attention must be >= 0, got {self.temporal_attention}")
         _positive(self, "resolution", "num_slots", "slot_size", "num_iterations", "num_channels",
                   "encoder_channels", "encoder_kernel_size", "encoder_mlp_hidden_size",
                   "initializer_hidden_size", "predictor_heads", "predictor_mlp_size",

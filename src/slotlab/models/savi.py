@@ -11,8 +11,7 @@ Read next to the paper (section 2, figure 2). For a video of T frames:
            boxes/points of the first frame + a background box (0, 0, 0, 0) in front -> MLP
            (K = M + 1), or K learned vectors, or N(0, 1) noise, or the caller's `slots`
            (options, not the paper's: `skip_absent` switches off the slots of empty boxes;
-           `box_attention` lowers each box slot's first-frame logits outside its box;
-           `temporal_attention` raises a slot's logits where it attended in the last frame)
+           `box_attention` lowers each box slot's first-frame logits outside its box)
       -> for t = 1..T (paper: the "corrector" then the "predictor"):
            slots_t = SlotAttention(inputs_t, starting slots)     one iteration, no MLP [B, K, D]
            predicted_t = TransformerBlock(slots_t)               post-norm, 4 heads    [B, K, D]
@@ -60,7 +59,6 @@ __all__ = ["SAVi", "SAViOutput", "position_grid", "savi_loss"]
 
 FLAX_LAYER_NORM_EPSILON = 1e-6
 SLOT_OFF = -1e9  # a logit that switches a slot off (`skip_absent`)
-TEMPORAL_RADIUS = 2  # `temporal_attention`: the last frame's attention widened by 2 cells
 
 
 @dataclass
@@ -225,18 +223,6 @@ def box_logits(boxes: torch.Tensor, resolution: tuple[int, int], penalty: float)
     inside = inside.flatten(2).float()  # [B, M, N]
     background = -inside.amax(dim=1, keepdim=True)  # [B, 1, N]
     return torch.cat([background, inside - 1.0], dim=1) * penalty  # [B, M + 1, N]
-
-
-def temporal_logits(attention: torch.Tensor, size: tuple[int, int], strength: float
-                    ) -> torch.Tensor:
-    """`temporal_attention`: the last frame's attention [B, K, N] (softmax over slots), widened
-    by a max over (2 TEMPORAL_RADIUS + 1)^2 cells (objects move), times `strength` -> a term
-    [B, K, N] for this frame's corrector logits. No gradient flows through it."""
-    b, k, _ = attention.shape
-    window = 2 * TEMPORAL_RADIUS + 1
-    wide = F.max_pool2d(attention.detach().float().reshape(b * k, 1, *size), window, stride=1,
-                        padding=TEMPORAL_RADIUS)
-    return wide.reshape(b, k, -1) * strength
 
 
 # ------------------------------------------------------------------------------------------------
@@ -449,9 +435,6 @@ class SAVi(nn.Module):
         corrected, predicted, attention, attention_logits = [], [], [], []
         for frame in range(t):  # the official nn.scan over time
             logit_bias = first if frame == 0 else None if bias is None else bias[:, :, None]
-            if self.config.temporal_attention and frame > 0:  # [B, K, N]
-                term = temporal_logits(attention[-1], (h, w), self.config.temporal_attention)
-                logit_bias = term if logit_bias is None else logit_bias + term
             sa = self.corrector(inputs[:, frame], slots, logit_bias=logit_bias)  # [B, K, D]
             slots = self.predictor(sa.slots, bias)  # predictor: next frame's starting slots
             corrected.append(sa.slots)
