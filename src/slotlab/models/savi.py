@@ -428,13 +428,14 @@ class SAVi(nn.Module):
                              f"{tuple(slots.shape)}")
         initial = slots
         bias = self.slot_bias(boxes, points)  # None, or [B, K] (`skip_absent`)
-        first = None if bias is None else bias[:, :, None]  # the first frame's logit term
-        if self.config.box_attention and from_boxes:  # [B, K, N]
+        later = None if bias is None else bias[:, :, None]  # corrector logit term [B, K, 1]
+        first = later  # the first frame's, with `box_attention` [B, K, N]
+        if self.config.box_attention and from_boxes:
             term = box_logits(boxes[:, 0], (h, w), self.config.box_attention)
             first = term if first is None else first + term
         corrected, predicted, attention, attention_logits = [], [], [], []
         for frame in range(t):  # the official nn.scan over time
-            logit_bias = first if frame == 0 else None if bias is None else bias[:, :, None]
+            logit_bias = first if frame == 0 else later
             sa = self.corrector(inputs[:, frame], slots, logit_bias=logit_bias)  # [B, K, D]
             slots = self.predictor(sa.slots, bias)  # predictor: next frame's starting slots
             corrected.append(sa.slots)
