@@ -19,8 +19,7 @@ without strides: attention over every pixel), stride2 (one stride-2 encoder laye
 noinvariant (the paper's Slot Attention with an absolute position embedding instead of Invariant
 Slot Attention), iter5 (5 Slot Attention iterations instead of 3), decay10k / decay6k (the
 learning rate halves every 10,000 / 6,000 steps), locality (a locality term in Slot Attention's
-logits, `attention_locality`), k7 (7 slots), test7 (7 Slot Attention iterations at evaluation),
-bounded (`bounded_colours`: each slot's colours squashed into [-1, 1] by tanh).
+logits, `attention_locality`), k7 (7 slots), test7 (7 Slot Attention iterations at evaluation).
 Variants combine with "+", e.g. `--variants locality+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -58,7 +57,6 @@ VARIANTS = {
     "locality": {"model": {"attention_locality": True}},
     "k7": {"model": {"num_slots": 7}},
     "test7": {"model": {"test_iterations": 7}},
-    "bounded": {"model": {"bounded_colours": True}},
 }
 
 

@@ -37,3 +37,21 @@ def test_unknown_format_version_and_removed_option_are_one_line(tmp_path):
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="unknown key 'decoder_frequencies'"):
         load_pretrained(model_dir)
+
+
+def test_retired_option_loads_at_todays_value_and_is_refused_at_another(tmp_path):
+    """`bounded_colours` was removed: a saved `false` (today's model) loads with the same
+    outputs, a saved `true` is one line naming the option."""
+    model_dir = tmp_path / "m"
+    shutil.copytree(FIXTURE, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["config"]["bounded_colours"] = False
+    (model_dir / "config.json").write_text(json.dumps(config))
+    expected = load_file(str(FIXTURE / "expected_outputs.safetensors"))
+    with torch.no_grad():
+        out = load_pretrained(model_dir)(expected["image"])
+    torch.testing.assert_close(out.masks, expected["masks"], atol=1e-6, rtol=0)
+    config["config"]["bounded_colours"] = True
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="bounded_colours was removed"):
+        load_pretrained(model_dir)

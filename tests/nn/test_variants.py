@@ -320,20 +320,3 @@ def test_attention_locality_model_option_and_cli(tmp_path):
                  "--preset", str(preset), *TINY_ARGS, "--attention-locality"]) == 0
     saved = json.loads((run / "model" / "config.json").read_text())
     assert saved["config"]["attention_locality"] is True
-
-
-def test_bounded_colours_squash_each_slots_colours_into_the_image_range():
-    """`bounded_colours`: the slots' colours are tanh of the plain decoder's (same weights), so a
-    reconstruction stays in [-1, 1]; the masks are unchanged."""
-    torch.manual_seed(0)
-    plain = SlotAttentionAutoEncoder(**TINY_MODEL)
-    model = SlotAttentionAutoEncoder(**TINY_MODEL, bounded_colours=True)
-    model.load_state_dict(plain.state_dict())  # the option adds no parameter
-    with torch.no_grad():  # large decoder outputs, beyond the image's range
-        plain.decoder_cnn[-1].bias[:3] = 3.0
-        model.decoder_cnn[-1].bias[:3] = 3.0
-    image, noise = torch.rand(2, 3, 32, 32) * 2 - 1, torch.randn(2, TINY_MODEL["num_slots"], 16)
-    a, b = plain(image, noise=noise), model(image, noise=noise)
-    torch.testing.assert_close(b.recons, torch.tanh(a.recons))
-    torch.testing.assert_close(b.masks, a.masks)
-    assert a.recon_combined.max() > 1 and b.recon_combined.abs().max() <= 1

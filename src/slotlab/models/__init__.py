@@ -7,7 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from slotlab.errors import ConfigError
 from slotlab.models.config import (
+    RETIRED_OPTIONS,
     ModelConfig,
     ObjectDiscoveryConfig,
     SAViConfig,
@@ -40,7 +42,12 @@ def model_config(task: str, values: ModelConfig | dict[str, Any] | None = None) 
         return values
     if values is not None and not isinstance(values, dict):
         raise TypeError(f"the {task} model needs a {cls.__name__}, got {type(values).__name__}")
-    return from_dict(cls, values or {}, where="model")
+    values = dict(values or {})
+    for key, value in RETIRED_OPTIONS.get(task, {}).items():
+        if key in values and values.pop(key) != value:
+            raise ConfigError(f"model option {key} was removed from slotlab: only {key}: "
+                              f"{value!r} (today's model) still loads")
+    return from_dict(cls, values, where="model")
 
 
 def build_model(task: str, config: ModelConfig | dict[str, Any] | None = None,

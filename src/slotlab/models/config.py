@@ -16,6 +16,10 @@ from slotlab.schema import option
 
 SlotInit = Literal["gaussian", "learned"]
 
+# Options removed from the models, with the value that gives today's model: a saved config
+# holding that value still loads (the key is dropped), any other value is refused by name.
+RETIRED_OPTIONS = {"object_discovery": {"bounded_colours": False}}
+
 
 def _positive(config: object, *names: str) -> None:
     for name in names:
@@ -81,9 +85,8 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         False, "add the final slots' attention logits to the decoder's mask logits")
     attention_locality: bool = option(
         False, "a learned-width locality term in the attention logits from the 2nd iteration")
-    bounded_colours: bool = option(
-        False, "each slot's colours pass through tanh into the image range [-1, 1], so a slot "
-        "changes a pixel at most by its mask weight")
+    locality_width: float = option(
+        0.5, "the locality term's starting width s (image coordinates in [-1, 1]; learned)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,6 +100,8 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
             raise ValueError(f"decoder_initial_size {self.decoder_initial_size} x strides "
                              f"{self.decoder_strides} does not give the resolution "
                              f"{self.resolution}")
+        if not self.locality_width > 0:
+            raise ValueError(f"locality_width must be > 0, got {self.locality_width}")
         if self.attention_locality and self.invariant:
             raise ValueError("attention_locality is for the paper's Slot Attention: Invariant "
                              "Slot Attention has its own slot positions (invariant: false)")

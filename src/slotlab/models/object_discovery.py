@@ -193,9 +193,7 @@ class SlotAttentionAutoEncoder(nn.Module):
     Attention: no absolute position embedding, each slot has a position and scale and the decoder
     draws it in that frame), `mask_attention` (each slot's mask logits also get its final
     attention logits over the encoder's cells, placed on the pixels by `cells_to_pixels`, so the
-    masks follow the input's edges), `attention_locality` (`slotlab.nn.locality`),
-    `bounded_colours` (tanh on each slot's colours: a pixel's colour is then a convex mix of
-    colours in the image's range, and no slot can tint a pixel it barely owns)."""
+    masks follow the input's edges), `attention_locality` (`slotlab.nn.locality`)."""
 
     def __init__(self, config: ObjectDiscoveryConfig | None = None, **overrides: Any):
         super().__init__()
@@ -232,7 +230,8 @@ class SlotAttentionAutoEncoder(nn.Module):
                 grid_size=self.feature_size, grid=cell_centres, num_slots=config.num_slots,
                 fixed_init_positions=config.slot_init == "learned", **attention)
         else:
-            bias = LocalityBias(cell_centres, config.epsilon) if config.attention_locality else None
+            bias = LocalityBias(cell_centres, config.epsilon, config.locality_width) if (
+                config.attention_locality) else None
             self.slot_attention = SlotAttention(attention_bias=bias, **attention)
 
         # Decoder: spatial broadcast + position code, transposed convs -> RGB + mask logit
@@ -274,10 +273,7 @@ class SlotAttentionAutoEncoder(nn.Module):
             x = F.relu(layer(x))
         x = self.decoder_cnn[-1](x)  # [B*K, C+1, H, W]
         x = x.reshape(b, k, *x.shape[1:])
-        recons = x[:, :, : self.num_channels]
-        if self.config.bounded_colours:  # within the image's range
-            recons = torch.tanh(recons)
-        return recons, x[:, :, self.num_channels :]
+        return x[:, :, : self.num_channels], x[:, :, self.num_channels :]
 
     def attention_mask_logits(self, inputs: torch.Tensor,
                               sa: SlotAttentionOutput) -> torch.Tensor:
