@@ -4,8 +4,8 @@ From the second iteration on, the logits get -|x_n - mu_k|^2 / (2 s^2), where x_
 position in [-1, 1], mu_k the mean position of slot k's previous attention (weighted as its
 update) and s a learned width (one scalar, starting at `width`, 0.5 by default). The paper's
 position embedding is added to the features, so k . q is linear in the position: a slot can
-prefer a side of the image but not a place, and pixels of one colour in two places go to one slot. The quadratic term lets
-a slot prefer the place it found.
+prefer a side of the image but not a place, and pixels of one colour in two places go to one
+slot. The quadratic term lets a slot prefer the place it found.
 """
 
 from __future__ import annotations
