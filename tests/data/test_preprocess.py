@@ -58,3 +58,20 @@ def test_resize_mask_keeps_ids():
     r = resize_mask(m, (20, 30))
     assert set(r.unique().tolist()) == {0, 3, 7}
     assert r.dtype == torch.int64
+
+
+def test_resize_mask_gives_each_pixel_the_id_of_most_of_its_colour():
+    """A 2x reduction: each pixel is the 2x2 block average of the image (`resize_image`), and
+    its label is the block's majority id; ties keep the nearest pixel's (bottom-right) id. At
+    1.5x it agrees with nearest-neighbour resizing."""
+    m = torch.tensor([[0, 0, 5, 5],
+                      [0, 5, 5, 2],
+                      [0, 2, 2, 2],
+                      [2, 2, 2, 0]])
+    assert resize_mask(m, (2, 2)).tolist() == [[0, 5], [2, 2]]
+    tie = torch.tensor([[0, 7], [0, 7]])  # 2-2 split: the nearest pixel, (1, 1), is 7
+    assert resize_mask(tie, (1, 1)).tolist() == [[7]]
+    ids = torch.randint(0, 6, (48, 48), generator=torch.Generator().manual_seed(0))
+    nearest = torch.nn.functional.interpolate(ids[None, None].float(), size=(32, 32),
+                                              mode="nearest-exact")[0, 0].long()
+    assert torch.equal(resize_mask(ids, (32, 32)), nearest)

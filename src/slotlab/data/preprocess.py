@@ -76,12 +76,20 @@ def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an integer id map [H, W]: no instance id is invented."""
+    """Resize an integer id map [H, W] as `resize_image` resizes its image: each id's indicator
+    map is resized bilinearly (half-pixel centres, no antialias) and each pixel takes the id of
+    the largest weight, so a pixel's label is the id that makes up most of its colour (a 2x
+    reduction: the majority of each 2x2 block; a single source pixel's id would sit half a pixel
+    off the image's box average). Ties go to the nearest source pixel's id. No id is invented."""
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
-    x = mask[None, None].to(torch.float32)
-    x = F.interpolate(x, size=size, mode="nearest-exact")
-    return x[0, 0].round().to(mask.dtype)
+    ids = mask.unique()  # sorted
+    index = torch.searchsorted(ids, mask)  # [H, W] in 0..len(ids) - 1
+    one_hot = F.one_hot(index, len(ids)).permute(2, 0, 1)[None].float()  # [1, G, H, W]
+    weights = F.interpolate(one_hot, size=size, mode="bilinear", align_corners=False)[0]
+    nearest = F.interpolate(index[None, None].float(), size=size, mode="nearest-exact")
+    weights.scatter_add_(0, nearest[0].long(), torch.full_like(weights[:1], 1e-3))  # ties
+    return ids[weights.argmax(dim=0)].to(mask.dtype)
 
 
 def crop(x: torch.Tensor, box: Box | None) -> torch.Tensor:
