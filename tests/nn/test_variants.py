@@ -11,7 +11,6 @@ from slotlab.cli import main
 from slotlab.errors import ConfigError
 from slotlab.models import SlotAttentionAutoEncoder
 from slotlab.nn import (
-    FarthestSlots,
     GaussianSlots,
     InvariantSlotAttention,
     LearnedSlots,
@@ -19,7 +18,6 @@ from slotlab.nn import (
     SlotAttention,
 )
 from slotlab.nn.grid import coordinate_grid
-from slotlab.nn.slot_init import farthest_points
 from tests.train.helpers import TINY_ARGS, TINY_MODEL, write_folder, write_preset
 
 
@@ -84,36 +82,6 @@ def test_learned_initialisation_bo_qsa():
         init(2, num_slots=6)
 
 
-def test_farthest_seeding_picks_one_input_per_cluster_and_trains_the_projection():
-    """Farthest-point seeding: inputs in 3 tight clusters of different sizes, K = 3 -> one seed
-    in each (a Gaussian or learned start has no such tie to the image); the seeds are inputs of
-    that image, the projection gets gradient, the noise is not used."""
-    torch.manual_seed(0)
-    centres = torch.tensor([[4.0, 0, 0, 0], [0, 4.0, 0, 0], [0, 0, 0, 4.0]])
-    labels = torch.tensor([0] * 30 + [1] * 5 + [2] * 2)
-    inputs = (centres[labels] + 0.05 * torch.randn(37, 4))[None].repeat(2, 1, 1)  # [2, 37, 4]
-    inputs[1] = inputs[1, torch.randperm(37)]
-    picked = farthest_points(inputs, 3)  # [2, 3]
-    for b in range(2):
-        seeds = inputs[b, picked[b]]
-        assert len({int((seeds[j] - centres).norm(dim=1).argmin()) for j in range(3)}) == 3
-    init = FarthestSlots(3, 16, input_size=4)
-    assert not init.straight_through
-    slots = init(2, inputs=inputs)
-    assert slots.shape == (2, 3, 16)
-    torch.testing.assert_close(slots, init(2, noise=torch.randn(2, 3, 16), inputs=inputs))
-    torch.testing.assert_close(slots[0, 0], init.project(inputs[0, picked[0, 0]]))
-    slots.square().sum().backward()
-    assert init.project.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="pass inputs"):
-        init(2)
-    model = SlotAttentionAutoEncoder(**TINY_MODEL, slot_init="farthest")
-    image = torch.rand(2, 3, 32, 32) * 2 - 1
-    assert model(image, num_slots=5).masks.shape == (2, 5, 1, 32, 32)  # any K
-    with pytest.raises(ConfigError, match="farthest"):
-        SlotAttentionAutoEncoder(**TINY_MODEL, slot_init="farthest", invariant=True)
-
-
 def test_test_time_slots_and_iterations():
     model = SlotAttentionAutoEncoder(**TINY_MODEL)
     out = model(torch.rand(2, 3, 32, 32), num_slots=7, num_iterations=5,
@@ -122,7 +90,6 @@ def test_test_time_slots_and_iterations():
 
 
 @pytest.mark.parametrize("extra", [["--implicit-diff"], ["--slot-init", "learned"],
-                                   ["--slot-init", "farthest"],
                                    ["--grad-clip", "0.05"], ["--invariant"],
                                    ["--mask-attention"]])
 def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
@@ -141,8 +108,7 @@ def test_variant_trains_and_evaluates(tmp_path, extra, monkeypatch, capsys):
                  "--preset", str(preset), *TINY_ARGS, *extra]) == 0
     config = json.loads((run / "model" / "config.json").read_text())["config"]
     assert config["implicit_differentiation"] is ("--implicit-diff" in extra)
-    assert config["slot_init"] == next((k for k in ("learned", "farthest") if k in extra),
-                                       "gaussian")
+    assert config["slot_init"] == ("learned" if "learned" in extra else "gaussian")
     assert config["invariant"] is ("--invariant" in extra)
     assert config["mask_attention"] is ("--mask-attention" in extra)
     assert calls == ([0.05] * 6 if "--grad-clip" in extra else [])

@@ -14,7 +14,7 @@ from typing import Literal
 
 from slotlab.schema import option
 
-SlotInit = Literal["gaussian", "learned", "farthest"]
+SlotInit = Literal["gaussian", "learned"]
 
 # Options removed from the models, with the value that gives today's model: a saved config
 # holding that value still loads (the key is dropped), any other value is refused by name.
@@ -46,8 +46,7 @@ class SlotAttentionConfig:
     encoder_kernel_size: int = option(5, "encoder conv kernel size")
     epsilon: float = option(1e-8, "added to the attention before the weighted mean")
     slot_init: SlotInit = option(
-        "gaussian", "initial slots: gaussian (official), learned (BO-QSA queries) or farthest "
-        "(K of the image's inputs picked far apart)")
+        "gaussian", "initial slots: gaussian (official) or learned (BO-QSA queries)")
     implicit_differentiation: bool = option(
         False, "detach the slots before the last iteration (Chang et al. 2022)")
 
@@ -103,9 +102,6 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
                              f"{self.resolution}")
         if not self.locality_width > 0:
             raise ValueError(f"locality_width must be > 0, got {self.locality_width}")
-        if self.slot_init == "farthest" and self.invariant:
-            raise ValueError("slot_init farthest is for the paper's Slot Attention (invariant: "
-                             "false)")
         if self.attention_locality and self.invariant:
             raise ValueError("attention_locality is for the paper's Slot Attention: Invariant "
                              "Slot Attention has its own slot positions (invariant: false)")

@@ -218,7 +218,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         self.mlp = nn.Sequential(dense(hidden, d), nn.ReLU(), dense(d, d))
 
         # Slot Attention: starting slots [B, K, D], then T iterations
-        self.slot_init = make_slot_init(config.slot_init, config.num_slots, d, input_size=d)
+        self.slot_init = make_slot_init(config.slot_init, config.num_slots, d)
         attention = dict(
             num_iterations=config.num_iterations, slot_size=d,
             mlp_hidden_size=config.mlp_hidden_size, input_size=d, epsilon=config.epsilon,
@@ -286,11 +286,9 @@ class SlotAttentionAutoEncoder(nn.Module):
         return logits[:, :, None]
 
     def initial_slots(self, batch_size: int, num_slots: int | None = None,
-                      noise: torch.Tensor | None = None,
-                      inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """The starting slots [B, K, D]; `noise` [B, K, D] fixes the Gaussian draw; `inputs`
-        [B, N, D] (Slot Attention's) seed `slot_init: farthest`."""
-        return self.slot_init(batch_size, num_slots, noise, inputs)
+                      noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The starting slots [B, K, D]; `noise` [B, K, D] fixes the Gaussian draw."""
+        return self.slot_init(batch_size, num_slots, noise)
 
     def forward(
         self,
@@ -305,7 +303,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         `slots` [B, K, D] replaces it."""
         inputs = self.encode(image)  # [B, N, D]
         if slots is None:
-            slots = self.initial_slots(image.shape[0], num_slots, noise, inputs)  # [B, K, D]
+            slots = self.initial_slots(image.shape[0], num_slots, noise)  # [B, K, D]
         sa = self.slot_attention(inputs, slots, num_iterations, return_all_attention)
         recons, mask_logits = self.decode(sa)
         mask_logits = mask_logits.float()

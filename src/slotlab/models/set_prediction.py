@@ -58,7 +58,7 @@ class SlotAttentionSetPredictor(nn.Module):
         self.mlp = nn.Sequential(dense(hidden, d), nn.ReLU(), dense(d, d))
 
         # Slot Attention: starting slots [B, K, D], then T iterations
-        self.slot_init = make_slot_init(config.slot_init, config.num_slots, d, input_size=d)
+        self.slot_init = make_slot_init(config.slot_init, config.num_slots, d)
         self.slot_attention = SlotAttention(
             num_iterations=config.num_iterations, slot_size=d,
             mlp_hidden_size=config.mlp_hidden_size, input_size=d, epsilon=config.epsilon,
@@ -76,11 +76,9 @@ class SlotAttentionSetPredictor(nn.Module):
         return encode(image, self.encoder_cnn, self.encoder_pos, self.layer_norm, self.mlp)
 
     def initial_slots(self, batch_size: int, num_slots: int | None = None,
-                      noise: torch.Tensor | None = None,
-                      inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """The starting slots [B, K, D]; `noise` [B, K, D] fixes the Gaussian draw; `inputs`
-        [B, N, D] (Slot Attention's) seed `slot_init: farthest`."""
-        return self.slot_init(batch_size, num_slots, noise, inputs)
+                      noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The starting slots [B, K, D]; `noise` [B, K, D] fixes the Gaussian draw."""
+        return self.slot_init(batch_size, num_slots, noise)
 
     def forward(
         self,
@@ -94,7 +92,7 @@ class SlotAttentionSetPredictor(nn.Module):
         """image [B, C, H, W] in [-1, 1] -> predictions [B, K, 19]."""
         inputs = self.encode(image)  # [B, N, D]
         if slots is None:
-            slots = self.initial_slots(image.shape[0], num_slots, noise, inputs)  # [B, K, D]
+            slots = self.initial_slots(image.shape[0], num_slots, noise)  # [B, K, D]
         sa = self.slot_attention(inputs, slots, num_iterations, return_all_attention)
         logits = self.mlp_classifier(sa.slots)  # [B, K, 19]
         return SetPredictionOutput(

@@ -10,12 +10,11 @@ from slotlab.nn.layers import (
 )
 from slotlab.nn.locality import LocalityBias
 from slotlab.nn.slot_attention import SlotAttention, SlotAttentionOutput
-from slotlab.nn.slot_init import FarthestSlots, GaussianSlots, LearnedSlots, make_slot_init
+from slotlab.nn.slot_init import GaussianSlots, LearnedSlots, make_slot_init
 
 __all__ = [
     "Conv2dSame",
     "ConvTranspose2dSame",
-    "FarthestSlots",
     "GaussianSlots",
     "InvariantSlotAttention",
     "LearnedSlots",
