@@ -1,7 +1,7 @@
 """Learning checks on easy procedural data with a fixed seed (slow: run with `pytest -m slow`).
 
-- object discovery (the `quickstart` preset: 32x32 sprites, 2-3 objects, 4 slots, 1,000 steps):
-  FG-ARI clearly above that of the same model untrained;
+- object discovery (the `quickstart` preset: 32x32 sprites, 2-3 objects, 5 slots, 1,000 steps):
+  FG-ARI and mBO clearly above those of the same model untrained;
 - set prediction on easy CLEVR-style scenes: the Hungarian loss goes down and AP@inf is clearly
   above the untrained model's (the random-slot baseline).
 """
@@ -42,8 +42,8 @@ def test_object_discovery_binds_objects(tmp_path):
     before = untrained_metrics(preset, "object_discovery", trained["num_images"])
     print(f"FG-ARI untrained {before['fg_ari']:.3f} -> trained {trained['fg_ari']:.3f}; "
           f"MSE {before['mse']:.4f} -> {trained['mse']:.4f}")
-    assert trained["fg_ari"] >= 0.4
-    assert trained["fg_ari"] >= before["fg_ari"] + 0.3
+    assert trained["fg_ari"] >= 0.7 and trained["mbo"] >= 0.7  # 0.821 and 0.868 on an AMD EPYC
+    assert trained["fg_ari"] >= before["fg_ari"] + 0.25 and trained["mbo"] >= before["mbo"] + 0.4
     assert trained["mse"] < 0.7 * before["mse"]
 
 
