@@ -85,8 +85,6 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         False, "add the final slots' attention logits to the decoder's mask logits")
     attention_locality: bool = option(
         False, "a learned-width locality term in the attention logits from the 2nd iteration")
-    locality_width: float = option(
-        0.5, "the locality term's starting width s (image coordinates in [-1, 1]; learned)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,8 +98,6 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
             raise ValueError(f"decoder_initial_size {self.decoder_initial_size} x strides "
                              f"{self.decoder_strides} does not give the resolution "
                              f"{self.resolution}")
-        if not self.locality_width > 0:
-            raise ValueError(f"locality_width must be > 0, got {self.locality_width}")
         if self.attention_locality and self.invariant:
             raise ValueError("attention_locality is for the paper's Slot Attention: Invariant "
                              "Slot Attention has its own slot positions (invariant: false)")
