@@ -113,8 +113,8 @@ class ImageFolderDataset(Dataset):
         root: the folder (see the module docstring for the layouts and splits).
         split: "train", "val", "test" (split directories only) or "all".
         task: only "object_discovery" (a folder has no set-prediction targets).
-        resolution: output (H, W) or one int; images are resized to it bilinearly (masks
-            nearest).
+        resolution: output (H, W) or one int; images are resized to it bilinearly, masks by
+            `resize_mask` (each pixel: the id that makes up most of it).
         crop: "center" (default), "pad", "full" or a box (r0, r1, c0, c1) in source pixels
             applied to every image (module docstring).
 
