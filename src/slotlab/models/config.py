@@ -85,6 +85,9 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         False, "add the final slots' attention logits to the decoder's mask logits")
     attention_locality: bool = option(
         False, "a learned-width locality term in the attention logits from the 2nd iteration")
+    duplicate_overlap: float = option(
+        0.0, "from the 2nd iteration, of two slots whose attention overlaps by more than this "
+        "fraction the weaker is switched off (0: off)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +104,12 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         if self.attention_locality and self.invariant:
             raise ValueError("attention_locality is for the paper's Slot Attention: Invariant "
                              "Slot Attention has its own slot positions (invariant: false)")
+        if not 0.0 <= self.duplicate_overlap <= 1.0:
+            raise ValueError(f"duplicate_overlap must be in [0, 1] (0: off), got "
+                             f"{self.duplicate_overlap}")
+        if self.duplicate_overlap and self.invariant:
+            raise ValueError("duplicate_overlap is for the paper's Slot Attention, not with "
+                             "invariant: true")
 
     @property
     def initial_size(self) -> tuple[int, int]:

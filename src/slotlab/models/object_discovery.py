@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slotlab.models.config import ObjectDiscoveryConfig, SlotAttentionConfig
+from slotlab.nn.duplicates import DuplicateSlots, off_bias
 from slotlab.nn.grid import grid_from_axes, pixel_coordinates, relative_grid
 from slotlab.nn.invariant_slot_attention import InvariantSlotAttention
 from slotlab.nn.layers import (
@@ -193,7 +194,8 @@ class SlotAttentionAutoEncoder(nn.Module):
     Attention: no absolute position embedding, each slot has a position and scale and the decoder
     draws it in that frame), `mask_attention` (each slot's mask logits also get its final
     attention logits over the encoder's cells, placed on the pixels by `cells_to_pixels`, so the
-    masks follow the input's edges), `attention_locality` (`slotlab.nn.locality`)."""
+    masks follow the input's edges), `attention_locality` (`slotlab.nn.locality`),
+    `duplicate_overlap` (`slotlab.nn.duplicates`)."""
 
     def __init__(self, config: ObjectDiscoveryConfig | None = None, **overrides: Any):
         super().__init__()
@@ -231,7 +233,10 @@ class SlotAttentionAutoEncoder(nn.Module):
                 fixed_init_positions=config.slot_init == "learned", **attention)
         else:
             bias = LocalityBias(cell_centres, config.epsilon) if config.attention_locality else None
-            self.slot_attention = SlotAttention(attention_bias=bias, **attention)
+            duplicates = (DuplicateSlots(config.duplicate_overlap)
+                          if config.duplicate_overlap else None)
+            self.slot_attention = SlotAttention(attention_bias=bias, duplicates=duplicates,
+                                                **attention)
 
         # Decoder: spatial broadcast + position code, transposed convs -> RGB + mask logit
         if config.invariant:  # the position code: slot-relative coordinates, projected to D
@@ -308,6 +313,8 @@ class SlotAttentionAutoEncoder(nn.Module):
         mask_logits = mask_logits.float()
         if self.mask_attention:
             mask_logits = mask_logits + self.attention_mask_logits(inputs, sa)
+        if sa.off is not None:  # duplicates switched off draw nothing
+            mask_logits = mask_logits + off_bias(sa.off)[..., None, None]
         recons, masks, recon_combined = combine_slots(recons, mask_logits)
         return ObjectDiscoveryOutput(
             recon_combined=recon_combined, recons=recons, masks=masks, slots=sa.slots,

@@ -23,6 +23,8 @@ Two variants are small pieces, off by default:
   to the logits (`slotlab.nn.locality.LocalityBias`).
 - a call's `logit_bias` [B, K, N] (or [B, K, 1] for every input alike): a fixed term added to
   the logits (e.g. -1e9 switches a slot off: it takes no part in the softmax over slots).
+- `duplicates`: a module mapping the attention [B, K, N] and the slots already off to the slots
+  off from then on (`slotlab.nn.duplicates.DuplicateSlots`), called from the second iteration.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from slotlab.nn.duplicates import off_bias
 from slotlab.nn.layers import dense
 
 
@@ -44,6 +47,7 @@ class SlotAttentionOutput:
     attention_per_iteration: list[torch.Tensor] | None = None  # T x [B, K, N], if asked
     positions: torch.Tensor | None = None  # [B, K, 2] slot frames (Invariant Slot Attention)
     scales: torch.Tensor | None = None  # [B, K, 2]
+    off: torch.Tensor | None = None  # [B, K] slots switched off as duplicates, if any
 
 
 class SlotAttention(nn.Module):
@@ -66,6 +70,7 @@ class SlotAttention(nn.Module):
         straight_through: bool = False,
         attention_bias: nn.Module | None = None,
         norm_epsilon: float = 1e-3,
+        duplicates: nn.Module | None = None,
     ):
         super().__init__()
         input_size = slot_size if input_size is None else input_size
@@ -89,6 +94,7 @@ class SlotAttention(nn.Module):
         self.mlp = None if mlp_hidden_size is None else nn.Sequential(
             dense(slot_size, mlp_hidden_size), nn.ReLU(), dense(mlp_hidden_size, slot_size))
         self.attention_bias = attention_bias
+        self.duplicates = duplicates
 
     def forward(self, inputs: torch.Tensor, slots: torch.Tensor, num_iterations: int | None = None,
                 return_all_attention: bool = False,
@@ -99,7 +105,7 @@ class SlotAttention(nn.Module):
         inputs = self.norm_inputs(inputs)  # [B, N, D_in]
         k = self.project_k(inputs)  # [B, N, D]
         v = self.project_v(inputs)  # [B, N, D]
-        attention, attentions = None, []
+        attention, attentions, off = None, [], None
         for t in range(iterations):
             if t == iterations - 1 and t > 0 and self.implicit_differentiation:
                 slots, attention = self.first_order(slots, init), attention.detach()
@@ -107,10 +113,15 @@ class SlotAttention(nn.Module):
                 self.attention_bias(attention).transpose(1, 2))  # [B, N, K]
             if fixed is not None:
                 bias = fixed if bias is None else bias + fixed
+            if off is not None:
+                bias = off_bias(off).transpose(1, 2) if bias is None else (
+                    bias + off_bias(off).transpose(1, 2))
             slots, attention = self.iteration(slots, k, v, bias)
             attentions.append(attention)
+            if self.duplicates is not None and t > 0:
+                off = self.duplicates(attention, off)  # [B, K]
         return SlotAttentionOutput(slots, attention,
-                                   attentions if return_all_attention else None)
+                                   attentions if return_all_attention else None, off=off)
 
     def iteration(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +163,8 @@ class SlotAttention(nn.Module):
     def final_logits(self, inputs: torch.Tensor, out: SlotAttentionOutput,
                      logit_bias: torch.Tensor | None = None) -> torch.Tensor:
         """The logits one more iteration would attend with, k(inputs) . q(slots) / sqrt(D) (plus
-        the attention bias of the last attention and `logit_bias` [B, K, N or 1]): inputs
+        the attention bias of the last attention, `logit_bias` [B, K, N or 1] and the slots
+        switched off as duplicates): inputs
         [B, N, D_in] -> [B, K, N] (float32)."""
         k = self.project_k(self.norm_inputs(inputs))  # [B, N, D]
         q = self.project_q(self.norm_slots(out.slots)) * self.slot_size**-0.5  # [B, K, D]
@@ -162,4 +174,6 @@ class SlotAttention(nn.Module):
             logits = logits + self.attention_bias(out.attention)
         if logit_bias is not None:
             logits = logits + logit_bias.float()
+        if out.off is not None:
+            logits = logits + off_bias(out.off)
         return logits
