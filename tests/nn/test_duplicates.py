@@ -19,12 +19,18 @@ def attention(*rows: list[float]) -> torch.Tensor:
     return a / a.sum(dim=1, keepdim=True)
 
 
-@pytest.mark.parametrize("share, dropped", [(0.5, True), (0.7, True), (0.8, False)])
+@pytest.mark.parametrize("share, dropped", [(0.5, True), (0.6, True), (0.7, False)])
 def test_two_slots_sharing_an_object(share, dropped):
     # slot 0 owns inputs 0-3, slots 1 and 2 share inputs 4-9, slot 3 holds nothing
     a = attention([1] * 4 + [0] * 6, [0] * 4 + [share] * 6, [0] * 4 + [1 - share] * 6, [0] * 10)
     off = DuplicateSlots(0.5)(a)
     assert off.tolist() == [[False, False, dropped, False]]  # the weaker of the pair only
+
+
+def test_a_slot_with_an_object_of_its_own_is_no_duplicate():
+    # slot 0 owns inputs 0-4 and shares 5-9 with slot 1: slot 1 is not a copy of slot 0
+    a = attention([1] * 5 + [0.5] * 5, [0] * 5 + [0.5] * 5)
+    assert not DuplicateSlots(0.5)(a).any()
 
 
 def test_three_slots_sharing_an_object_leave_one():

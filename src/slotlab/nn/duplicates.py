@@ -3,16 +3,18 @@
 Exchangeable (Gaussian) starting slots outnumber the objects of a sparse scene, and two or three
 of them often bind the same object and share its pixels evenly: the decoder draws each at a
 fraction of the alpha, and the segmentation (argmax over slots) scatters the object's pixels over
-them. After an iteration, two slots that hold the same pixels between them are duplicates: with
-a_kn slot k's attention on input n (softmax over slots) and m_k = sum_n a_kn, the overlap of
-slots i and j is
+them. After an iteration, two slots that hold the same pixels between them, and little else, are
+duplicates: with a_kn slot k's attention on input n (softmax over slots) and m_k = sum_n a_kn,
+the overlap of slots i and j is
 
-    overlap_ij = 2 sum_n min(a_in, a_jn) (a_in + a_jn) / (m_i + m_j)
+    overlap_ij = sum_n min(a_in, a_jn) (a_in + a_jn) / max(m_i, m_j)
 
-It is 1 for two slots holding the same pixels half and half between them, 0.6 for 70/30 (an
-80/20 pair, 0.4, does not split the argmax), 2/3 for three slots sharing pixels evenly, 2/K for
-attention spread evenly over all K slots (an untrained model), and near 0 for disjoint slots or a
-slot holding next to nothing anywhere. Of a pair above the threshold the slot with less
+It is 1 for two slots holding the same pixels half and half between them, 0.67 for 60/40, 0.43
+for 70/30 (a pair that no longer splits the argmax), 2/3 for three slots sharing pixels evenly,
+2/K for attention spread evenly over all K slots (an untrained model), and near 0 for disjoint
+slots or a slot holding next to nothing anywhere. A slot that owns an object of its own and
+shares another with a second slot is not the second's duplicate (its mass is larger than what
+they share: 1/3 for two objects of one size). Of a pair above the threshold the slot with less
 attention is switched off: from then on it takes no share in the softmax over slots, nor in the
 decoder's masks, and the surviving slot takes the whole object. Slots that split the background
 into disjoint parts, or own different objects, overlap only on their borders and stay.
@@ -45,8 +47,8 @@ class DuplicateSlots(nn.Module):
         mass = a.sum(dim=-1)  # [B, K]
         pair_min = torch.minimum(a[:, :, None], a[:, None])  # [B, K, K, N]
         shared = (pair_min * (a[:, :, None] + a[:, None])).sum(dim=-1)  # [B, K, K]
-        total = (mass[:, :, None] + mass[:, None]).clamp_min(1e-6)
-        duplicate = 2 * shared / total > self.threshold  # [B, K(i), K(j)]
+        larger = torch.maximum(mass[:, :, None], mass[:, None]).clamp_min(1e-6)
+        duplicate = shared / larger > self.threshold  # [B, K(i), K(j)]
         # slot j goes when an active slot i with more attention (ties: the lower index) is its
         # duplicate
         index = torch.arange(k, device=a.device)
