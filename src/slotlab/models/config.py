@@ -85,6 +85,8 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         False, "add the final slots' attention logits to the decoder's mask logits")
     attention_locality: bool = option(
         False, "a learned-width locality term in the attention logits from the 2nd iteration")
+    locality_width: float = option(
+        0.5, "the locality term's starting width s (image coordinates in [-1, 1]; learned)")
     duplicate_overlap: float = option(
         0.0, "from the 2nd iteration, of two slots whose attention overlaps by more than this "
         "fraction the weaker is switched off (0: off)")
@@ -104,6 +106,8 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         if self.attention_locality and self.invariant:
             raise ValueError("attention_locality is for the paper's Slot Attention: Invariant "
                              "Slot Attention has its own slot positions (invariant: false)")
+        if not self.locality_width > 0:
+            raise ValueError(f"locality_width must be > 0, got {self.locality_width}")
         if not 0.0 <= self.duplicate_overlap <= 1.0:
             raise ValueError(f"duplicate_overlap must be in [0, 1] (0: off), got "
                              f"{self.duplicate_overlap}")

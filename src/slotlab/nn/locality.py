@@ -2,10 +2,10 @@
 
 From the second iteration on, the logits get -|x_n - mu_k|^2 / (2 s^2), where x_n is input n's
 position in [-1, 1], mu_k the mean position of slot k's previous attention (weighted as its
-update) and s a learned width (one scalar, starting at 0.5). The paper's position embedding is
-added to the features, so k . q is linear in the position: a slot can prefer a side of the image
-but not a place, and pixels of one colour in two places go to one slot. The quadratic term lets
-a slot prefer the place it found.
+update) and s a learned width (one scalar, starting at `width`, 0.5 by default). The paper's
+position embedding is added to the features, so k . q is linear in the position: a slot can
+prefer a side of the image but not a place, and pixels of one colour in two places go to one
+slot. The quadratic term lets a slot prefer the place it found.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ class LocalityBias(nn.Module):
     """positions [N, 2] of the inputs -> a module mapping the previous attention [B, K, N] to the
     bias of the next iteration's logits [B, K, N] (float32)."""
 
-    def __init__(self, positions: torch.Tensor, epsilon: float = 1e-8):
+    def __init__(self, positions: torch.Tensor, epsilon: float = 1e-8, width: float = 0.5):
         super().__init__()
         self.epsilon = epsilon
         self.register_buffer("positions", positions.float(), persistent=False)
-        self.log_width = nn.Parameter(torch.tensor(math.log(0.5)))
+        self.log_width = nn.Parameter(torch.tensor(math.log(width)))
 
     def forward(self, attention: torch.Tensor) -> torch.Tensor:
         with torch.autocast(attention.device.type, enabled=False):
