@@ -322,9 +322,32 @@ def test_segmentation_errors_by_hand():
     torch.testing.assert_close(e["obj_px_other_slot"][:2], torch.tensor([3 / 9, 1 / 9]))
     torch.testing.assert_close(e["obj_px_border"][:2], torch.tensor([8 / 9, 8 / 9]))
     torch.testing.assert_close(e["wrong_px_border"][:2], torch.tensor([1.0, 0.0]))
-    assert all(torch.isnan(v[2]) for v in e.values())  # no objects
+    assert all(torch.isnan(v[2]) for k, v in e.items() if "ari" not in k)  # no objects
+    fg_ari = segmentation_metrics(ids, masks)["fg_ari"]  # the ceilings follow FG-ARI there
+    assert e["fg_ari_no_splits"][2] == e["fg_ari_no_merges"][2] == fg_ari[2]
     # the main slot is per object: two objects sharing a slot put nothing in "other"
     ids2 = torch.tensor([[[1, 1, 0, 2, 2]]])
     one = torch.nn.functional.one_hot(torch.tensor([[[1, 1, 0, 1, 1]]]), 2)
     e2 = segmentation_errors(ids2, one.permute(0, 3, 1, 2).float())
     assert e2["obj_px_main_slot"].item() == 1.0 and math.isnan(e2["wrong_px_border"].item())
+
+
+def test_fg_ari_ceilings_remove_splits_or_merges():
+    ids = torch.tensor([[[1, 1, 1, 1, 0, 2, 2, 2, 2, 0, 3, 3]]])
+    split = torch.tensor([[[1, 1, 2, 2, 0, 3, 3, 3, 3, 0, 4, 4]]])  # object 1 in two segments
+    merged = torch.tensor([[[1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 2, 2]]])  # objects 1 and 2 in one
+    both = torch.tensor([[[1, 1, 2, 2, 0, 3, 3, 3, 3, 0, 3, 3]]])  # a split and a merge
+
+    def scores(pred):
+        masks = torch.nn.functional.one_hot(pred, 5).permute(0, 3, 1, 2).float()
+        m, e = segmentation_metrics(ids, masks), segmentation_errors(ids, masks)
+        return m["fg_ari"].item(), e["fg_ari_no_splits"].item(), e["fg_ari_no_merges"].item()
+
+    fg, no_splits, no_merges = scores(split)
+    assert fg < 0.9 and no_splits == pytest.approx(1.0) and no_merges == pytest.approx(fg)
+    fg, no_splits, no_merges = scores(merged)
+    assert fg < 0.9 and no_merges == pytest.approx(1.0) and no_splits == pytest.approx(fg)
+    fg, no_splits, no_merges = scores(both)  # each ceiling removes only its own error
+    assert fg < no_splits < 1.0 and fg < no_merges < 1.0
+    fg, no_splits, no_merges = scores(ids)
+    assert fg == no_splits == no_merges == pytest.approx(1.0)

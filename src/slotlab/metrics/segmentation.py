@@ -181,6 +181,17 @@ def _contingency(ids: torch.Tensor, pred_ids: torch.Tensor, num_slots: int,
     return counts.reshape(batch, num_slots, num_groups)
 
 
+def _fg_ari(ids: torch.Tensor, counts: torch.Tensor, pred_single: torch.Tensor) -> torch.Tensor:
+    """FG-ARI [B] from ids [B, N], the contingency counts [B, K, G] and whether each image's
+    segments are one [B]."""
+    # FG: background points become all-zero rows, whose argmax is 0 like that of object 1.
+    return _ari_from_contingency(
+        counts[:, :, 1:].double(),
+        (ids > 0).sum(dim=1).double(),
+        _all_equal((ids - 1).clamp(min=0)) & pred_single,
+    )
+
+
 @torch.no_grad()
 def segmentation_metrics(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str, torch.Tensor]:
     """ARI, FG-ARI, mBO and mIoU per image, from instance-id maps and soft slot masks.
@@ -225,12 +236,7 @@ def segmentation_metrics(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str
         torch.full((batch,), float(n), dtype=torch.float64, device=ids.device),
         _all_equal(ids) & pred_single,
     )
-    # FG: background points become all-zero rows, whose argmax is 0 like that of object 1.
-    fg_ari = _ari_from_contingency(
-        counts[:, :, 1:].double(),
-        (ids > 0).sum(dim=1).double(),
-        _all_equal((ids - 1).clamp(min=0)) & pred_single,
-    )
+    fg_ari = _fg_ari(ids, counts, pred_single)
 
     inter = counts[:, :, 1:].double()  # [B, K, G-1]
     seg_area = counts.sum(dim=2).double()  # [B, K]
@@ -269,7 +275,11 @@ def segmentation_errors(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str,
     * ``obj_px_bg_slot``: the fraction in the background's slot (and not their main slot);
     * ``obj_px_other_slot``: the rest, in a third slot (a duplicate or a split);
     * ``obj_px_border``: the fraction on a border (how much of the objects is outline);
-    * ``wrong_px_border``: of the pixels not in their main slot, the fraction on a border.
+    * ``wrong_px_border``: of the pixels not in their main slot, the fraction on a border;
+    * ``fg_ari_no_splits``: FG-ARI with each segment relabelled by the id making up most of it
+      (segments holding most of one object joined: what FG-ARI would be without split objects);
+    * ``fg_ari_no_merges``: FG-ARI with each segment cut along the ids (what it would be without
+      objects sharing a segment).
 
     NaN for an image without objects (and ``wrong_px_border`` for an image without errors).
 
@@ -278,7 +288,8 @@ def segmentation_errors(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str,
         pred_masks: [B, K, H, W] or [B, K, 1, H, W] slot probabilities.
 
     Returns:
-        the five fractions, each a [B] float32 tensor on the device of ``pred_masks``.
+        the five fractions and the two FG-ARI ceilings, each a [B] float32 tensor on the device
+        of ``pred_masks`` (the ceilings follow FG-ARI's conventions for images without objects).
     """
     ids, pred_ids, num_slots, num_groups = _ids_and_segments(true_ids, pred_masks)
     batch = ids.shape[0]
@@ -304,4 +315,13 @@ def segmentation_errors(true_ids: ArrayLike, pred_masks: ArrayLike) -> dict[str,
         "obj_px_border": (fg & border).sum(dim=1) / n_fg,
         "wrong_px_border": (wrong & border).sum(dim=1) / wrong.sum(dim=1).double(),
     }
-    return {k: v.float() for k, v in fractions.items()}
+    majority = counts.argmax(dim=2)  # [B, K]: the id making up most of each segment
+    joined = majority.gather(1, pred_ids)  # [B, N]
+    cut = pred_ids * num_groups + ids  # [B, N]: a segment per (segment, id)
+    ceilings = {
+        "fg_ari_no_splits": _fg_ari(ids, _contingency(ids, joined, num_groups, num_groups),
+                                    _all_equal(joined)),
+        "fg_ari_no_merges": _fg_ari(ids, _contingency(ids, cut, num_slots * num_groups,
+                                                      num_groups), _all_equal(cut)),
+    }
+    return {k: v.float() for k, v in {**fractions, **ceilings}.items()}
