@@ -15,7 +15,7 @@ queries). Official details: no bias in q/k/v; epsilon added after the softmax; K
 epsilon 1e-3; a GRU with the reset gate applied after the recurrent matmul (Keras
 `reset_after=True`, which is also PyTorch's `GRUCell`).
 
-Two variants are small pieces, off by default:
+Variants are small pieces, off by default:
 - implicit differentiation (Chang et al. 2022): the slots are detached before the last
   iteration, so gradients flow only through it; with `straight_through` (BO-QSA's learned
   queries) the starting slots receive that gradient unchanged.
@@ -36,6 +36,12 @@ from torch import nn
 
 from slotlab.nn.duplicates import off_bias
 from slotlab.nn.layers import dense
+
+
+def _sum(*terms: torch.Tensor | None) -> torch.Tensor | None:
+    """The sum of the terms that are not None (None if all are)."""
+    present = [t for t in terms if t is not None]
+    return None if not present else sum(present[1:], present[0])
 
 
 @dataclass
@@ -109,13 +115,10 @@ class SlotAttention(nn.Module):
         for t in range(iterations):
             if t == iterations - 1 and t > 0 and self.implicit_differentiation:
                 slots, attention = self.first_order(slots, init), attention.detach()
-            bias = None if self.attention_bias is None or attention is None else (
+            local = None if self.attention_bias is None or attention is None else (
                 self.attention_bias(attention).transpose(1, 2))  # [B, N, K]
-            if fixed is not None:
-                bias = fixed if bias is None else bias + fixed
-            if off is not None:
-                bias = off_bias(off).transpose(1, 2) if bias is None else (
-                    bias + off_bias(off).transpose(1, 2))
+            switched_off = None if off is None else off_bias(off).transpose(1, 2)  # [B, 1, K]
+            bias = _sum(local, fixed, switched_off)
             slots, attention = self.iteration(slots, k, v, bias)
             attentions.append(attention)
             if self.duplicates is not None and t > 0:
