@@ -81,16 +81,21 @@ class LastSlotOff(torch.nn.Module):
         return torch.arange(attention.shape[1]).expand(attention.shape[0], -1) == 3
 
 
-def test_model_option_masks_and_cli(tmp_path):
+@pytest.mark.parametrize("mask_attention", [True, False])
+def test_a_switched_off_slot_draws_nothing(mask_attention):
     torch.manual_seed(0)
-    model = SlotAttentionAutoEncoder(**TINY_MODEL, mask_attention=True, duplicate_overlap=0.5)
+    model = SlotAttentionAutoEncoder(**TINY_MODEL, mask_attention=mask_attention,
+                                     duplicate_overlap=0.5)
     image = torch.rand(2, 3, 32, 32) * 2 - 1
     assert isinstance(model.slot_attention.duplicates, DuplicateSlots)
     model.slot_attention.duplicates = LastSlotOff()
     out = model(image)
-    assert out.masks[:, 3].max() < 1e-6  # a switched-off slot draws nothing
+    assert out.masks[:, 3].max() < 1e-6
     assert out.masks[:, :3].amax(dim=(2, 3, 4)).min() > 1e-3
     torch.testing.assert_close(out.masks.sum(dim=1), torch.ones(2, 1, 32, 32))
+
+
+def test_model_option_and_cli(tmp_path):
     plain = SlotAttentionAutoEncoder(**TINY_MODEL, mask_attention=True)
     assert plain.slot_attention.duplicates is None
     for bad, message in (({"duplicate_overlap": 1.5}, r"in \[0, 1\]"),

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slotlab.models.config import ObjectDiscoveryConfig, SlotAttentionConfig
-from slotlab.nn.duplicates import DuplicateSlots, off_bias
+from slotlab.nn.duplicates import DuplicateSlots
 from slotlab.nn.grid import grid_from_axes, pixel_coordinates, relative_grid
 from slotlab.nn.invariant_slot_attention import InvariantSlotAttention
 from slotlab.nn.layers import (
@@ -39,7 +39,7 @@ from slotlab.nn.layers import (
     same_padding,
 )
 from slotlab.nn.locality import LocalityBias
-from slotlab.nn.slot_attention import SlotAttention, SlotAttentionOutput
+from slotlab.nn.slot_attention import SlotAttention, SlotAttentionOutput, off_bias
 from slotlab.nn.slot_init import make_slot_init
 from slotlab.schema import from_dict, to_dict
 
@@ -312,9 +312,9 @@ class SlotAttentionAutoEncoder(nn.Module):
         sa = self.slot_attention(inputs, slots, num_iterations, return_all_attention)
         recons, mask_logits = self.decode(sa)
         mask_logits = mask_logits.float()
-        if self.mask_attention:
+        if self.mask_attention:  # the final logits hold SLOT_OFF for slots switched off
             mask_logits = mask_logits + self.attention_mask_logits(inputs, sa)
-        if sa.off is not None:  # duplicates switched off draw nothing
+        elif sa.off is not None:  # duplicates switched off draw nothing
             mask_logits = mask_logits + off_bias(sa.off)[..., None, None]
         recons, masks, recon_combined = combine_slots(recons, mask_logits)
         return ObjectDiscoveryOutput(

@@ -51,14 +51,13 @@ from torch import nn
 
 from slotlab.models.config import SAViConfig
 from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame
-from slotlab.nn.slot_attention import SlotAttention
+from slotlab.nn.slot_attention import SLOT_OFF, SlotAttention
 from slotlab.nn.slot_init import LearnedSlots
 from slotlab.schema import from_dict, to_dict
 
 __all__ = ["SAVi", "SAViOutput", "position_grid", "savi_loss"]
 
 FLAX_LAYER_NORM_EPSILON = 1e-6
-SLOT_OFF = -1e9  # a logit that switches a slot off (`skip_absent`)
 
 
 @dataclass

@@ -25,8 +25,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-OFF = -1e9  # the logit of a switched-off slot: no share in any softmax over slots
-
 
 class DuplicateSlots(nn.Module):
     """attention [B, K, N] (softmax over slots) and the slots already off [B, K] -> the slots
@@ -57,7 +55,3 @@ class DuplicateSlots(nn.Module):
         beaten = duplicate & stronger & ~off[:, :, None]
         return off | beaten.any(dim=1)
 
-
-def off_bias(off: torch.Tensor) -> torch.Tensor:
-    """Slots off [B, K] -> a term for logits [B, K, 1]: OFF where off, 0 elsewhere."""
-    return torch.where(off, OFF, 0.0)[:, :, None]

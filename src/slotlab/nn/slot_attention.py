@@ -22,7 +22,7 @@ Variants are small pieces, off by default:
 - `attention_bias`: a module mapping the previous iteration's attention [B, K, N] to a term added
   to the logits (`slotlab.nn.locality.LocalityBias`).
 - a call's `logit_bias` [B, K, N] (or [B, K, 1] for every input alike): a fixed term added to
-  the logits (e.g. -1e9 switches a slot off: it takes no part in the softmax over slots).
+  the logits (`SLOT_OFF` switches a slot off: it takes no part in the softmax over slots).
 - `duplicates`: a module mapping the attention [B, K, N] and the slots already off to the slots
   off from then on (`slotlab.nn.duplicates.DuplicateSlots`), called from the second iteration.
 """
@@ -34,8 +34,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from slotlab.nn.duplicates import off_bias
 from slotlab.nn.layers import dense
+
+SLOT_OFF = -1e9  # the logit of a switched-off slot: no share in any softmax over slots
+
+
+def off_bias(off: torch.Tensor) -> torch.Tensor:
+    """Slots off [B, K] (bool) -> a term for logits [B, K, 1]: SLOT_OFF where off, else 0."""
+    return torch.where(off, SLOT_OFF, 0.0)[:, :, None]
 
 
 def _sum(*terms: torch.Tensor | None) -> torch.Tensor | None:
