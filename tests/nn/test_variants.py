@@ -304,6 +304,37 @@ def test_locality_term_by_hand_and_it_separates_two_places_of_one_colour():
     assert b[0, 0, :3].mean() > b[0, 0, -3:].mean() + 1.0
 
 
+def test_locality_width_grows_with_the_area_a_slot_covers():
+    """`area` c: slot k's width is s_k^2 = s^2 + c A_k / (2 pi), A_k = 4 sum_n a_kn / N. A slot
+    holding most of the image (a background) gets a near-flat term; a slot on a few cells, or on
+    a few cells in two places, keeps about the width s."""
+    positions = coordinate_grid((8, 8))  # N = 64
+    attention = torch.full((1, 3, 64), 0.001)
+    attention[0, 0] = 0.998  # slot 0: the background, all but the cells below
+    attention[0, 0, [0, 1, 62, 63]] = 0.001
+    attention[0, 1, [0, 1]] = 0.998  # slot 1: two cells in the first corner
+    attention[0, 2, [0, 1, 62, 63]] = 0.499  # slot 2: two cells in each of two far corners
+    plain, grown = LocalityBias(positions, width=0.25), LocalityBias(positions, width=0.25,
+                                                                     area=1.0)
+    w = attention + 1e-8
+    mu = (w / w.sum(dim=-1, keepdim=True)) @ positions
+    d2 = ((positions[None, None] - mu[:, :, None]) ** 2).sum(-1)
+    area = 4 * attention.sum(dim=-1) / 64  # [1, 3]
+    torch.testing.assert_close(plain(attention), -d2 / (2 * 0.25**2))
+    torch.testing.assert_close(grown(attention),
+                               -d2 / (2 * (0.25**2 + area[..., None] / (2 * math.pi))))
+    # the background slot's farthest cell: -16 / 8 = -2 with one width, about -1.5 grown
+    assert plain(attention)[0, 0].min() < -15 and grown(attention)[0, 0].min() > -2
+    # the small slots keep most of their term (A = 1/8: 76%), the two-place one included, where
+    # the background's keeps a tenth
+    ratio = grown(attention)[0] / plain(attention)[0]
+    assert ratio[0].max() < 0.15 and ratio[1:].min() > 0.7
+    with pytest.raises(ConfigError, match="locality_area must be >= 0"):
+        SlotAttentionAutoEncoder(**TINY_MODEL, attention_locality=True, locality_area=-1)
+    model = SlotAttentionAutoEncoder(**TINY_MODEL, attention_locality=True, locality_area=2.0)
+    assert model.slot_attention.attention_bias.area == 2.0
+
+
 def test_attention_locality_model_option_and_cli(tmp_path):
     torch.manual_seed(0)
     model = SlotAttentionAutoEncoder(**TINY_MODEL, attention_locality=True, mask_attention=True)

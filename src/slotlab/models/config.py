@@ -87,6 +87,9 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         False, "a learned-width locality term in the attention logits from the 2nd iteration")
     locality_width: float = option(
         0.5, "the locality term's starting width s (image coordinates in [-1, 1]; learned)")
+    locality_area: float = option(
+        0.0, "each slot's locality width grows with the area A_k its attention covers: "
+        "s_k^2 = s^2 + c A_k / (2 pi) (0: one width for all)")
     duplicate_overlap: float = option(
         0.0, "from the 2nd iteration, of two slots whose attention overlaps by more than this "
         "fraction the weaker is switched off (0: off)")
@@ -108,6 +111,8 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
                              "Slot Attention has its own slot positions (invariant: false)")
         if not self.locality_width > 0:
             raise ValueError(f"locality_width must be > 0, got {self.locality_width}")
+        if self.locality_area < 0:
+            raise ValueError(f"locality_area must be >= 0 (0: off), got {self.locality_area}")
         if not 0.0 <= self.duplicate_overlap <= 1.0:
             raise ValueError(f"duplicate_overlap must be in [0, 1] (0: off), got "
                              f"{self.duplicate_overlap}")

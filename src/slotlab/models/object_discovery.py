@@ -232,8 +232,8 @@ class SlotAttentionAutoEncoder(nn.Module):
                 grid_size=self.feature_size, grid=cell_centres, num_slots=config.num_slots,
                 fixed_init_positions=config.slot_init == "learned", **attention)
         else:
-            bias = LocalityBias(cell_centres, config.epsilon, config.locality_width) if (
-                config.attention_locality) else None
+            bias = LocalityBias(cell_centres, config.epsilon, config.locality_width,
+                                config.locality_area) if config.attention_locality else None
             duplicates = (DuplicateSlots(config.duplicate_overlap)
                           if config.duplicate_overlap else None)
             self.slot_attention = SlotAttention(attention_bias=bias, duplicates=duplicates,
