@@ -4,6 +4,7 @@
     python benchmarks/throughput.py --device cuda --json results.json
     python benchmarks/throughput.py --configs od-official --modes fp32 bf16 --steps 5
     python benchmarks/throughput.py --profile od-official bf16-cl-pad   # + top kernels
+    python benchmarks/throughput.py --kernels od-official bf16-cl   # which convolution kernels
     python benchmarks/throughput.py --configs od-official sp-official --modes fp32 bf16 \
         --tf-python ../venv_tf/bin/python --tf-src ../official_src   # + the official TF code
 
@@ -31,6 +32,12 @@ the mask combination stay in float32), `bf16-cl` (+ channels_last), `bf16-cl-pad
 4-channel last decoder layer computed padded to 8 outputs), `bf16-cl-compile` (+ torch.compile of
 the model; the Hungarian matching stays outside), `bf16-cl-pad-compile`, `bf16-cl-pad-graphs`
 (compile mode "reduce-overhead": CUDA graphs).
+
+`--kernels CONFIG MODE` times nothing: it runs one training step of CONFIG in MODE and lists
+each convolution of the forward pass (its input shape, dtype and memory layout) with the backend
+PyTorch dispatches it to (`Mkldnn`, `MkldnnTranspose`, `Slow2d`, `SlowTranspose2d`...; its
+backward goes to the same one), and counts the other operators of the step (padding, copies, ReLU): where the step leaves the
+fast kernels, per CPU kind, without the noise of a timing.
 
 `--tf-python PATH --tf-src DIR` (CPU only) also measures the official TensorFlow code on
 `od-official` and `sp-official` at the same batch sizes, steps and threads, after slotlab's rows
@@ -248,6 +255,71 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     }
 
 
+def conv_backend(args: tuple) -> str:
+    """The backend PyTorch picks for `aten.convolution`'s arguments (its own private selector;
+    enum values it does not name, such as MkldnnTranspose, by their number in ConvUtils.h)."""
+    names = {9: "MkldnnTranspose"}
+    try:
+        backend = torch._C._select_conv_backend(*args[:9], None)
+    except (AttributeError, RuntimeError, TypeError) as exc:
+        return f"unknown ({type(exc).__name__})"
+    name = backend.name
+    return names.get(int(backend.value), f"enum {int(backend.value)}") if name == "???" else name
+
+
+def kernel_report(config: str, mode: str, device_name: str, batch: int | None = None) -> str:
+    """One training step of `config` in `mode` under a dispatch mode that sees every operator
+    after autocast: a table of its convolutions (the backend each goes to) and the counts of the
+    other operators."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from slotlab.train.step import build_state, train_step
+
+    def layout(t: torch.Tensor) -> str:
+        if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
+                memory_format=torch.channels_last):
+            return "channels_last"
+        return "contiguous" if t.is_contiguous() else "strided"
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs: Counter = Counter()
+            self.ops: Counter = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            name = func.overloadpacket.__name__
+            if name == "convolution":
+                x, w = args[0], args[1]
+                self.convs[("forward", "transposed" if args[6] else "conv",
+                            "x".join(map(str, x.shape)), "x".join(map(str, w.shape)),
+                            str(x.dtype).removeprefix("torch."), layout(x),
+                            conv_backend(args))] += 1
+            else:
+                self.ops[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    device = torch.device(device_name)
+    cfg = train_config(config, mode, device.type, batch)
+    torch.manual_seed(0)
+    state = build_state(dataclasses.replace(cfg, compile=False), device)
+    data = state.prepare_batch(synthetic_batch(cfg))
+    noise = state.draw_noise()
+    train_step(state, data, noise, 1e-4)  # warm-up outside the recorder
+    recorder = Recorder()
+    with recorder:
+        train_step(state, data, noise, 1e-4)
+    lines = [f"{config} {mode}, batch {cfg.batch_size}, one training step",
+             "", "| pass | kind | input | weight | dtype | layout | backend | calls |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(key)} | {n} |" for key, n in recorder.convs.items()]
+    lines += ["", "| operator | calls |", "|---|---|"]
+    lines += [f"| {name} | {n} |" for name, n in recorder.ops.most_common()]
+    return "\n".join(lines)
+
+
 def describe_machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -382,6 +454,9 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--profile", nargs=2, metavar=("CONFIG", "MODE"),
                         help="one row, in this process, with the profiler's top kernels")
+    parser.add_argument("--kernels", nargs=2, metavar=("CONFIG", "MODE"),
+                        help="time nothing: the backend of each convolution of one training "
+                        "step, and the counts of the other operators")
     parser.add_argument("--tf-python", type=Path, metavar="PATH",
                         help="also run the official TF code with this python (needs --tf-src)")
     parser.add_argument("--tf-src", type=Path, metavar="DIR",
@@ -408,6 +483,9 @@ def main() -> None:
     if args.one:  # child process: one row, as JSON on the last line of stdout
         print(json.dumps(measure_one(args.one[0], args.one[1], device, steps, warmup,
                                      batch=args.batch_size)))
+        return
+    if args.kernels:
+        print(kernel_report(*args.kernels, device, batch=args.batch_size))
         return
     if args.profile:
         print(json.dumps(measure_one(*args.profile, device, steps, warmup, profile=True,
