@@ -36,8 +36,8 @@ the model; the Hungarian matching stays outside), `bf16-cl-pad-compile`, `bf16-c
 `--kernels CONFIG MODE` times nothing: it runs one training step of CONFIG in MODE and lists
 each convolution of the forward pass (its input shape, dtype and memory layout) with the backend
 PyTorch dispatches it to (`Mkldnn`, `MkldnnTranspose`, `Slow2d`, `SlowTranspose2d`...; its
-backward goes to the same one), and counts the other operators of the step (padding, copies, ReLU): where the step leaves the
-fast kernels, per CPU kind, without the noise of a timing.
+backward goes to the same one), and counts the other operators of the step (padding, copies,
+ReLU): where the step leaves the fast kernels, per CPU kind, without the noise of a timing.
 
 `--tf-python PATH --tf-src DIR` (CPU only) also measures the official TensorFlow code on
 `od-official` and `sp-official` at the same batch sizes, steps and threads, after slotlab's rows
