@@ -331,6 +331,8 @@ def test_locality_width_grows_with_the_area_a_slot_covers():
     assert ratio[0].max() < 0.15 and ratio[1:].min() > 0.7
     with pytest.raises(ConfigError, match="locality_area must be >= 0"):
         SlotAttentionAutoEncoder(**TINY_MODEL, attention_locality=True, locality_area=-1)
+    with pytest.raises(ConfigError, match="needs attention_locality"):
+        SlotAttentionAutoEncoder(**TINY_MODEL, locality_area=1.0)
     model = SlotAttentionAutoEncoder(**TINY_MODEL, attention_locality=True, locality_area=2.0)
     assert model.slot_attention.attention_bias.area == 2.0
 

@@ -113,6 +113,9 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
             raise ValueError(f"locality_width must be > 0, got {self.locality_width}")
         if self.locality_area < 0:
             raise ValueError(f"locality_area must be >= 0 (0: off), got {self.locality_area}")
+        if self.locality_area and not self.attention_locality:
+            raise ValueError("locality_area widens the locality term: it needs "
+                             "attention_locality: true")
         if not 0.0 <= self.duplicate_overlap <= 1.0:
             raise ValueError(f"duplicate_overlap must be in [0, 1] (0: off), got "
                              f"{self.duplicate_overlap}")
