@@ -1,22 +1,10 @@
 """benchmarks/learning_curve.py: variant names and the tables it prints from run directories."""
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def lc():
-    spec = importlib.util.spec_from_file_location("learning_curve",
-                                                  ROOT / "benchmarks" / "learning_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_run(run_dir: Path, evals: list[tuple[int, float, float, float]]) -> Path:

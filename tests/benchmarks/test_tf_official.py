@@ -16,22 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TF_OFFICIAL = ROOT / "benchmarks" / "tf_official.py"
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tp():
-    return load("throughput")
-
-
-@pytest.fixture(scope="module")
-def tfo():
-    return load("tf_official")
-
 
 def fake_python(path: Path, body: str) -> Path:
     """An executable that stands in for a TF venv's python: it ignores its arguments."""

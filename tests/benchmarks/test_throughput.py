@@ -1,21 +1,6 @@
 """benchmarks/throughput.py --kernels: the backend of each convolution of a training step."""
 
-import importlib.util
-from pathlib import Path
-
-import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tp():
-    spec = importlib.util.spec_from_file_location("throughput",
-                                                  ROOT / "benchmarks" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_conv_backend_names_a_backend_for_plain_and_transposed_convolutions(tp):
