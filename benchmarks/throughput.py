@@ -164,13 +164,23 @@ def synthetic_batch(cfg: TrainConfig) -> dict[str, torch.Tensor]:
     return out
 
 
+def prepared_state(cfg: TrainConfig, device: torch.device) -> tuple:
+    """The model of `cfg` set up as training sets it up (seed 0), a synthetic batch prepared for
+    it and the slot noise of a step: (state, batch, noise)."""
+    from slotlab.train.step import build_state
+
+    torch.manual_seed(0)
+    state = build_state(cfg, device)
+    return state, state.prepare_batch(synthetic_batch(cfg)), state.draw_noise()
+
+
 def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: int,
                 profile: bool = False, batch: int | None = None) -> dict:
     """Build the model of `config`, run `mode`, return the row; with `profile`, also print the
     top kernels of `steps` training steps (torch.profiler, by self device time)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from slotlab.train.step import build_state, infer, train_step, video_forward
+    from slotlab.train.step import infer, train_step, video_forward
 
     device = torch.device(device_name)
     cfg = train_config(config, mode, device.type, batch)
@@ -178,10 +188,7 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     # a video counts its frames: images/s and FLOPs per image are per frame
     batch_size = cfg.batch_size * (frames_of(cfg) if task == "video" else 1)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
-    torch.manual_seed(0)
-    state = build_state(cfg, device)
-    data = state.prepare_batch(synthetic_batch(cfg))
-    noise = state.draw_noise()
+    state, data, noise = prepared_state(cfg, device)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -275,7 +282,7 @@ def kernel_report(config: str, mode: str, device_name: str, batch: int | None = 
 
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from slotlab.train.step import build_state, train_step
+    from slotlab.train.step import train_step
 
     def layout(t: torch.Tensor) -> str:
         if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(
@@ -303,10 +310,7 @@ def kernel_report(config: str, mode: str, device_name: str, batch: int | None = 
 
     device = torch.device(device_name)
     cfg = train_config(config, mode, device.type, batch)
-    torch.manual_seed(0)
-    state = build_state(dataclasses.replace(cfg, compile=False), device)
-    data = state.prepare_batch(synthetic_batch(cfg))
-    noise = state.draw_noise()
+    state, data, noise = prepared_state(dataclasses.replace(cfg, compile=False), device)
     train_step(state, data, noise, 1e-4)  # warm-up outside the recorder
     recorder = Recorder()
     with recorder:
