@@ -174,6 +174,10 @@ CASES = [
                                   "{tmp}/bad.yaml"],
          r"preset file \S+bad.yaml is not valid YAML", prepare=("bad-preset",),
          absent=("{tmp}/new",)),
+    Case("train-preset-key-twice", ["train", "object-discovery", "--out", "{tmp}/new",
+                                    "--preset", "{tmp}/twice.yaml"],
+         r"preset file \S+twice.yaml is not valid YAML \(key 'num_slots' is given twice, "
+         r"line 4\)", prepare=("preset-key-twice",), absent=("{tmp}/new",)),
     Case("train-unknown-preset", ["train", "object-discovery", "--out", "{tmp}/new",
                                   "--preset", "no-such-preset"],
          r"unknown preset 'no-such-preset'; available: ", absent=("{tmp}/new",)),
@@ -260,6 +264,9 @@ def prepare_case(world: Path, tmp: Path, steps: tuple[str, ...]) -> Path:
             (case / "eval.json").write_text('{"fg_ari": 0.9}\n')
         elif step == "bad-preset":
             (tmp / "bad.yaml").write_text("model: [1, 2\n")
+        elif step == "preset-key-twice":
+            (tmp / "twice.yaml").write_text("model:\n  num_slots: 4\n  slot_size: 8\n"
+                                            "  num_slots: 5\n")
         else:
             raise ValueError(step)
     return case

@@ -144,10 +144,33 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last value silently, so a preset with `locality_width` twice would run the second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be repeated
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
-    """A YAML file holding a mapping (an empty file is an empty mapping); one line otherwise."""
+    """A YAML file holding a mapping (an empty file is an empty mapping, a key given twice is an
+    error); one line otherwise."""
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
+    except yaml.MarkedYAMLError as err:
+        where = f", line {err.problem_mark.line + 1}" if err.problem_mark else ""
+        raise ConfigError(f"{what} {path} is not valid YAML ({err.problem}{where})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()[0]
         raise ConfigError(f"{what} {path} is not valid YAML ({first})") from None
