@@ -307,8 +307,9 @@ def main() -> None:
     parser.add_argument("--test-time", nargs="+", default=[], metavar="K:T",
                         help="also evaluate each final model with K slots and T iterations "
                         "(e.g. 5:3 9:3 7:5), beside the trained K and T")
-    parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast (for CPUs with AVX512-BF16 or AMX, and GPUs)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                        help="bf16 autocast (default: slotlab train's, on for a CPU with "
+                        "AVX512-BF16 or AMX)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads per run (e.g. 1 when running seeds side by side)")
     args = parser.parse_args()
@@ -317,8 +318,8 @@ def main() -> None:
               compare_table(args.compare, args.minutes))
         return
     extra = {"data": args.data} if args.data else {}
-    if args.bf16:
-        extra["bf16"] = True
+    if args.bf16 is not None:
+        extra["bf16"] = args.bf16
     if args.threads:
         import torch
 

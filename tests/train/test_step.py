@@ -27,8 +27,8 @@ SETTINGS = {
 
 
 def gradients(task, micro_batch):
-    cfg = make_config(None, task=task, batch_size=6, micro_batch=micro_batch,
-                      **SETTINGS[task])
+    cfg = make_config(None, task=task, batch_size=6, micro_batch=micro_batch, bf16=False,
+                      **SETTINGS[task])  # float32 sums, whatever the CPU's default
     torch.manual_seed(0)
     state = build_state(cfg, torch.device("cpu"))
     dataset = build_dataset(cfg.data, "train", task, **cfg.data_options.kwargs())

@@ -226,8 +226,8 @@ def test_channels_last_training_follows_plain_training(setup, tmp_path):
 
     data, preset = setup
     plain, fast = tmp_path / "plain", tmp_path / "fast"
-    assert main(train_cmd(data, plain, preset, "--no-channels-last")) == 0
-    assert main(train_cmd(data, fast, preset, "--channels-last")) == 0
+    assert main(train_cmd(data, plain, preset, "--no-channels-last", "--no-bf16")) == 0
+    assert main(train_cmd(data, fast, preset, "--channels-last", "--no-bf16")) == 0
     assert yaml.safe_load((fast / "config.yaml").read_text())["channels_last"] is True
     assert yaml.safe_load((plain / "config.yaml").read_text())["channels_last"] is False
     a, b = final_params(plain), final_params(fast)
@@ -272,6 +272,26 @@ def test_bf16_on_a_cpu_without_it_warns(setup, tmp_path, capsys, monkeypatch, na
     assert main(train_cmd(data, tmp_path / "run", preset, "--bf16", "--device", "cpu")) == 0
     warned = "without native bf16" in capsys.readouterr().err
     assert warned == (native is False)
+
+
+@pytest.mark.parametrize("native", [False, True, None])
+def test_bf16_by_default_where_the_cpu_computes_it(setup, tmp_path, capsys, monkeypatch, native):
+    """Without --bf16 / --no-bf16 a run takes bf16 autocast on a CPU with native bf16, float32
+    on one that would emulate it or cannot be told; --no-bf16 is always float32."""
+    from slotlab.train import loop, runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    chosen = []
+    build = loop.build_state
+    monkeypatch.setattr(loop, "build_state",
+                        lambda *a, **k: chosen.append(build(*a, **k)) or chosen[-1])
+    data, preset = setup
+    assert main(train_cmd(data, tmp_path / "run", preset, "--device", "cpu")) == 0
+    assert chosen[-1].bf16 is (native is True)
+    assert main(train_cmd(data, tmp_path / "fp32", preset, "--device", "cpu", "--no-bf16")) == 0
+    assert chosen[-1].bf16 is False
+    assert runtime.resolve_bf16(None, torch.device("cuda")) is False
+    assert runtime.resolve_bf16(True, torch.device("cuda")) is True
 
 
 def test_cpu_has_native_bf16_reads_the_cpu(monkeypatch):

@@ -74,7 +74,9 @@ class TrainConfig:
     decay_steps: int = option(100_000, "steps over which the learning rate decays by decay_rate")
     seed: int = option(0, "seed of the weights, the data order and the slot noise")
     device: str = option("auto", "auto (CUDA if available), cpu or cuda")
-    bf16: bool = option(False, "bf16 autocast (GPUs; CPUs with AVX512-BF16 or AMX)")
+    bf16: bool | None = option(
+        None, "bf16 autocast (default: on for a CPU with AVX512-BF16 or AMX, where it trains "
+        "as fast or faster; off on other CPUs, which emulate it, and on CUDA)")
     compile: bool = option(False, "torch.compile the model")
     cuda_graphs: bool = option(False, "CUDA graphs (torch.compile mode reduce-overhead)")
     pad_last_layer: int | None = option(

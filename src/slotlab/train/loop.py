@@ -85,9 +85,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     dataset = build_train_dataset(cfg)  # bad data is refused before config.yaml is written
     if dist_info.is_main:
         write_run_config(run_dir, cfg)
-        warn_emulated_bf16(cfg.bf16, device)
     dist_info.barrier()
     state = build_state(cfg, device, dist_info)
+    if dist_info.is_main:
+        warn_emulated_bf16(state.bf16, device)
     if newest is not None:
         state.load_state_dict(newest[2], newest[0], newest[1])
         if dist_info.is_main:

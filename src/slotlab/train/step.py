@@ -26,7 +26,7 @@ from slotlab.train.checkpoint import load_weights
 from slotlab.train.config import TrainConfig
 from slotlab.train.ema import ema_decay_at, make_ema, update_ema
 from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
-from slotlab.train.runtime import Distributed, rng_state, set_rng_state
+from slotlab.train.runtime import Distributed, resolve_bf16, rng_state, set_rng_state
 
 NEW_RUN_HINT = "; start a new run with --out"
 # On the CPU a step runs in passes of at most this many examples: the activations of a large
@@ -49,6 +49,7 @@ class TrainState:
     noise_generator: torch.Generator  # slot-initialisation noise of whole global batches
     part: tuple[int, int]  # this process's slice [lo, hi) of each global batch
     micro_batch: int  # examples per forward/backward pass of a step
+    bf16: bool  # bf16 autocast (cfg.bf16, or the device's default)
     step: int = 0
     train_seconds: float = 0.0
 
@@ -143,7 +144,8 @@ def build_state(cfg: TrainConfig, device: torch.device,
     micro_batch = cfg.micro_batch or (part[1] - part[0] if device.type == "cuda" else
                                       CPU_MICRO_BATCH)
     return TrainState(cfg, device, model, forward, optimizer, ema, memory_format,
-                      torch.Generator().manual_seed(cfg.seed + 1), part, micro_batch)
+                      torch.Generator().manual_seed(cfg.seed + 1), part, micro_batch,
+                      resolve_bf16(cfg.bf16, device))
 
 
 def video_forward(model: nn.Module, batch: dict[str, torch.Tensor],
@@ -188,8 +190,8 @@ def compute_loss(model: nn.Module, batch: dict[str, torch.Tensor], task: str,
 
 
 def autocast(state: TrainState) -> contextlib.AbstractContextManager:
-    """The run's autocast: bf16 where `cfg.bf16`, else a no-op."""
-    return torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.cfg.bf16)
+    """The run's autocast: bf16 where `state.bf16`, else a no-op."""
+    return torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.bf16)
 
 
 def train_step(state: TrainState, batch: dict[str, torch.Tensor], noise: torch.Tensor,
