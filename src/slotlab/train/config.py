@@ -75,8 +75,8 @@ class TrainConfig:
     seed: int = option(0, "seed of the weights, the data order and the slot noise")
     device: str = option("auto", "auto (CUDA if available), cpu or cuda")
     bf16: bool | None = option(
-        None, "bf16 autocast (default: on for a CPU with AVX512-BF16 or AMX, where it trains "
-        "as fast or faster; off on other CPUs, which emulate it, and on CUDA)")
+        None, "bf16 autocast (default: on for a CPU with AVX512-BF16 or AMX, where it trained at "
+        "0.93-3x float32's speed; off on other CPUs, which emulate it, and on CUDA)")
     compile: bool = option(False, "torch.compile the model")
     cuda_graphs: bool = option(False, "CUDA graphs (torch.compile mode reduce-overhead)")
     pad_last_layer: int | None = option(
