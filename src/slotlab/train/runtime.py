@@ -117,8 +117,8 @@ def cpu_has_native_bf16() -> bool | None:
 def resolve_bf16(bf16: bool | None, device: torch.device) -> bool:
     """bf16 autocast as asked, or by default (None): on for a CPU that computes bf16 natively,
     where training measured 0.93-1.2x float32's speed on the small object-discovery presets and
-    1.5-3x on the official models and set prediction (benchmarks/README.md); off on a CPU that emulates it (10x slower) and on
-    CUDA, where it has not been measured."""
+    1.5-3x on the official models and set prediction (benchmarks/README.md); off on a CPU that
+    emulates it (10x slower) and on CUDA, where it has not been measured."""
     if bf16 is not None:
         return bf16
     return device.type == "cpu" and bool(cpu_has_native_bf16())
