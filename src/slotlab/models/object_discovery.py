@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slotlab.models.config import ObjectDiscoveryConfig, SlotAttentionConfig
@@ -36,6 +35,7 @@ from slotlab.nn.layers import (
     SoftPositionEmbed,
     dense,
     layer_norm,
+    relu_,
     same_padding,
 )
 from slotlab.nn.locality import LocalityBias
@@ -81,7 +81,7 @@ def encode(
     flatten + LayerNorm + MLP: [B, C, H, W] -> [B, N, D]."""
     x = image
     for conv in encoder_cnn:
-        x = F.relu(conv(x))
+        x = relu_(conv(x))
     if encoder_pos is not None:
         x = encoder_pos(x)  # [B, C, H', W']
     x = x.flatten(2).transpose(1, 2)  # [B, N, C]
@@ -275,7 +275,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         else:
             x = self.decoder_pos(x)
         for layer in self.decoder_cnn[:-1]:
-            x = F.relu(layer(x))
+            x = relu_(layer(x))
         x = self.decoder_cnn[-1](x)  # [B*K, C+1, H, W]
         x = x.reshape(b, k, *x.shape[1:])
         return x[:, :, : self.num_channels], x[:, :, self.num_channels :]

@@ -46,11 +46,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slotlab.models.config import SAViConfig
-from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame
+from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame, relu_
 from slotlab.nn.slot_attention import SLOT_OFF, SlotAttention
 from slotlab.nn.slot_init import LearnedSlots
 from slotlab.schema import from_dict, to_dict
@@ -164,7 +163,7 @@ class FrameEncoder(nn.Module):
         """The CNN: [B', 3, H, W] -> [B', C, H, W] (after the last ReLU)."""
         x = frames
         for conv in self.cnn:
-            x = F.relu(conv(x))
+            x = relu_(conv(x))
         return x
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -295,7 +294,7 @@ class SpatialBroadcastDecoder(nn.Module):
         x = slots.reshape(b * k, 1, 1, d) + self.position(self.grid.to(slots.dtype))  # [BK,h,w,D]
         x = x.permute(0, 3, 1, 2)  # channels-first for the convolutions
         for layer in self.cnn:
-            x = F.relu(layer(x))
+            x = relu_(layer(x))
         x = x.permute(0, 2, 3, 1)  # [B'K, H, W, C_dec]
         logits = self.alpha(x).permute(0, 3, 1, 2)  # [B'K, 1, H, W]
         readouts = self.readout(x).permute(0, 3, 1, 2)  # [B'K, C, H, W]

@@ -137,6 +137,15 @@ def conv_transpose2d_subpixel(
     return y[..., ph : height - ph, pw : width - pw]
 
 
+def relu_(x: torch.Tensor) -> torch.Tensor:
+    """ReLU of a convolution's output, in place where the output is a tensor of its own: nothing
+    reads the pre-activation again (a convolution's backward needs its input, not its output),
+    so this saves writing a second tensor of the same size per layer. A view (a transposed
+    convolution cropped to TF's size) gets the out-of-place ReLU: in place, autograd would copy
+    it back into its base."""
+    return F.relu(x, inplace=not x._is_view())
+
+
 def keras_init_(module: nn.Module) -> nn.Module:
     """Keras defaults: glorot-uniform kernels, zero biases (Dense, Conv2D, Conv2DTranspose).
 
