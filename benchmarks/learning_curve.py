@@ -22,7 +22,8 @@ learning rate halves every 10,000 / 6,000 steps), locality (a locality term in S
 logits, `attention_locality`), k7 / k8 (7 / 8 slots), test7 (7 Slot Attention iterations at
 evaluation), dedupe (duplicate slots switched off, `duplicate_overlap: 0.5`), width25 (the
 locality term's width starting at 0.25), area1 (each slot's locality width grows with the area
-its attention covers, `locality_area: 1`), dec16 (a decoder of 16 channels).
+its attention covers, `locality_area: 1`), dec16 (a decoder of 16 channels), group95 (the
+duplicate rule over groups of slots with the same attention shape, `duplicate_group: 0.95`).
 Variants combine with "+", e.g. `--variants locality+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -64,6 +65,7 @@ VARIANTS = {
     "width25": {"model": {"locality_width": 0.25}},
     "area1": {"model": {"locality_area": 1.0}},
     "dec16": {"model": {"decoder_channels": [16, 16, 16]}},
+    "group95": {"model": {"duplicate_group": 0.95}},
     "test7": {"model": {"test_iterations": 7}},
 }
 

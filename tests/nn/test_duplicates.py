@@ -46,6 +46,26 @@ def test_spread_or_disjoint_attention_keeps_every_slot():
     assert not DuplicateSlots(0.5)(parts).any()
 
 
+@pytest.mark.parametrize("group, dropped", [(None, []), (0.95, [2, 3, 4])])
+def test_four_slots_sharing_an_object_faintly(group, dropped):
+    """Four even shares overlap pairwise by 2/4, not above 0.5; as one group of four they
+    overlap by 1, and one slot takes the object."""
+    a = attention([1] * 4 + [0] * 12, *[[0] * 4 + [1] * 4 + [0] * 8] * 4, [0] * 8 + [1] * 8)
+    off = DuplicateSlots(0.5, group)(a)
+    assert torch.nonzero(off[0]).flatten().tolist() == dropped
+
+
+def test_a_group_is_judged_only_where_it_holds_less_than_half_the_image():
+    spread = torch.full((2, 6, 50), 1 / 6)  # one group of six over the whole image
+    assert not DuplicateSlots(0.5, 0.95)(spread).any()
+    # slot 0 owns inputs 0-4 and shares 5-9 with slot 1: other shapes, no group
+    a = attention([1] * 5 + [0.5] * 5 + [0] * 10, [0] * 5 + [0.5] * 5 + [0] * 10,
+                  [0] * 10 + [1] * 10)
+    assert not DuplicateSlots(0.5, 0.95)(a).any()
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        DuplicateSlots(0.5, 1.0)
+
+
 def test_a_slot_once_off_stays_off():
     a = attention([1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0])
     off = DuplicateSlots(0.5)(a, torch.tensor([[False, False, True]]))
@@ -99,12 +119,17 @@ def test_model_option_and_cli(tmp_path):
     plain = SlotAttentionAutoEncoder(**TINY_MODEL, mask_attention=True)
     assert plain.slot_attention.duplicates is None
     for bad, message in (({"duplicate_overlap": 1.5}, r"in \[0, 1\]"),
-                         ({"duplicate_overlap": 0.5, "invariant": True}, "not with invariant")):
+                         ({"duplicate_overlap": 0.5, "invariant": True}, "not with invariant"),
+                         ({"duplicate_group": 0.9}, "needs duplicate_overlap"),
+                         ({"duplicate_overlap": 0.5, "duplicate_group": 1.0},
+                          r"duplicate_group must be in \[0, 1\)")):
         with pytest.raises(ConfigError, match=message):
             SlotAttentionAutoEncoder(**TINY_MODEL, **bad)
     data, preset = write_folder(tmp_path / "data"), write_preset(tmp_path / "tiny.yaml")
     run = tmp_path / "run"
     assert main(["train", "object-discovery", "--data", f"folder:{data}", "--out", str(run),
-                 "--preset", str(preset), *TINY_ARGS, "--duplicate-overlap", "0.5"]) == 0
+                 "--preset", str(preset), *TINY_ARGS, "--duplicate-overlap", "0.5",
+                 "--duplicate-group", "0.95"]) == 0
     saved = json.loads((run / "model" / "config.json").read_text())
     assert saved["config"]["duplicate_overlap"] == 0.5
+    assert saved["config"]["duplicate_group"] == 0.95

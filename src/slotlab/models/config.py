@@ -93,6 +93,10 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
     duplicate_overlap: float = option(
         0.0, "from the 2nd iteration, of two slots whose attention overlaps by more than this "
         "fraction the weaker is switched off (0: off)")
+    duplicate_group: float = option(
+        0.0, "in the duplicate rule, slots whose attention maps have a cosine similarity above "
+        "this count as one group, and s of them sharing an object evenly overlap by 1 instead "
+        "of 2/s (0: off; needs duplicate_overlap)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,6 +123,12 @@ class ObjectDiscoveryConfig(SlotAttentionConfig):
         if not 0.0 <= self.duplicate_overlap <= 1.0:
             raise ValueError(f"duplicate_overlap must be in [0, 1] (0: off), got "
                              f"{self.duplicate_overlap}")
+        if not 0.0 <= self.duplicate_group < 1.0:
+            raise ValueError(f"duplicate_group must be in [0, 1) (0: off), got "
+                             f"{self.duplicate_group}")
+        if self.duplicate_group and not self.duplicate_overlap:
+            raise ValueError("duplicate_group refines the duplicate rule: it needs "
+                             "duplicate_overlap > 0")
         if self.duplicate_overlap and self.invariant:
             raise ValueError("duplicate_overlap is for the paper's Slot Attention, not with "
                              "invariant: true")

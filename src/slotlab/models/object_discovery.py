@@ -234,7 +234,7 @@ class SlotAttentionAutoEncoder(nn.Module):
         else:
             bias = LocalityBias(cell_centres, config.epsilon, config.locality_width,
                                 config.locality_area) if config.attention_locality else None
-            duplicates = (DuplicateSlots(config.duplicate_overlap)
+            duplicates = (DuplicateSlots(config.duplicate_overlap, config.duplicate_group or None)
                           if config.duplicate_overlap else None)
             self.slot_attention = SlotAttention(attention_bias=bias, duplicates=duplicates,
                                                 **attention)

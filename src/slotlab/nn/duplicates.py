@@ -18,6 +18,15 @@ they share: 1/3 for two objects of one size). Of a pair above the threshold the 
 attention is switched off: from then on it takes no share in the softmax over slots, nor in the
 decoder's masks, and the surviving slot takes the whole object. Slots that split the background
 into disjoint parts, or own different objects, overlap only on their borders and stay.
+
+s slots sharing one object evenly overlap by 2/s: four or more (drawn faintly, each at a quarter
+of the alpha or less) pass a threshold of 0.5. With `group_similarity` c, slots whose attention
+maps have the same shape count as one group: with u_k = a_k / ||a_k||, the group of slot k is the
+active slots i with u_i . u_k > c (k included), and where the group holds less than half of the
+inputs (sum of its masses < N / 2: an object, not an untrained model's spread over the image),
+the overlap of i and j is multiplied by max(|G_i|, |G_j|) / 2: s slots sharing an object evenly
+then overlap by 1 whatever s. Slots of other shapes, or groups as large as the background, are
+judged by the overlap alone.
 """
 
 from __future__ import annotations
@@ -30,11 +39,14 @@ class DuplicateSlots(nn.Module):
     """attention [B, K, N] (softmax over slots) and the slots already off [B, K] -> the slots
     off after this iteration [B, K] (bool). No parameters; no gradient."""
 
-    def __init__(self, threshold: float):
+    def __init__(self, threshold: float, group_similarity: float | None = None):
         super().__init__()
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"the duplicate threshold must be in (0, 1], got {threshold}")
+        if group_similarity is not None and not 0.0 < group_similarity < 1.0:
+            raise ValueError(f"the group similarity must be in (0, 1), got {group_similarity}")
         self.threshold = threshold
+        self.group_similarity = group_similarity
 
     @torch.no_grad()
     def forward(self, attention: torch.Tensor, off: torch.Tensor | None = None) -> torch.Tensor:
@@ -46,7 +58,10 @@ class DuplicateSlots(nn.Module):
         pair_min = torch.minimum(a[:, :, None], a[:, None])  # [B, K, K, N]
         shared = (pair_min * (a[:, :, None] + a[:, None])).sum(dim=-1)  # [B, K, K]
         larger = torch.maximum(mass[:, :, None], mass[:, None]).clamp_min(1e-6)
-        duplicate = shared / larger > self.threshold  # [B, K(i), K(j)]
+        overlap = shared / larger  # [B, K(i), K(j)]
+        if self.group_similarity is not None:
+            overlap = overlap * self.group_size(a, mass, off)
+        duplicate = overlap > self.threshold
         # slot j goes when an active slot i with more attention (ties: the lower index) is its
         # duplicate
         index = torch.arange(k, device=a.device)
@@ -55,3 +70,14 @@ class DuplicateSlots(nn.Module):
         beaten = duplicate & stronger & ~off[:, :, None]
         return off | beaten.any(dim=1)
 
+    def group_size(self, a: torch.Tensor, mass: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+        """max(|G_i|, |G_j|) / 2 for each pair [B, K, K] (at least 1), |G_k| counted only where
+        slot k's group holds less than half of the N inputs."""
+        unit = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [B, K, N]
+        active = ~off
+        same = (unit @ unit.transpose(1, 2) > self.group_similarity)  # [B, K, K]
+        same = same & active[:, None, :] & active[:, :, None]
+        size = same.float().sum(dim=-1)  # [B, K], the slot itself included
+        held = (same.float() * mass[:, None, :]).sum(dim=-1)  # the group's attention mass
+        half = torch.where(held < a.shape[-1] / 2, size / 2, torch.ones_like(size))
+        return torch.maximum(half[:, :, None], half[:, None]).clamp_min(1.0)
