@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TF_OFFICIAL = ROOT / "benchmarks" / "tf_official.py"
 
 
-
 def fake_python(path: Path, body: str) -> Path:
     """An executable that stands in for a TF venv's python: it ignores its arguments."""
     path.write_text("#!/bin/sh\n" + body)
