@@ -130,8 +130,8 @@ def conv_transpose2d_subpixel(
     kernel = padded[:, :, rows[:, None, :, None], cols[None, :, None, :]]  # [Ci, Co, s, s, mh, mw]
     kernel = kernel.permute(1, 2, 3, 0, 4, 5).reshape(c_out * s * s, c_in, mh, mw)
     bias_all = None if bias is None else bias.repeat_interleave(s * s)
-    y = F.conv2d(F.pad(x, (mw - 1, mw - 1, mh - 1, mh - 1)), kernel.to(x.dtype),
-                 None if bias_all is None else bias_all.to(x.dtype))
+    y = F.conv2d(x, kernel.to(x.dtype), None if bias_all is None else bias_all.to(x.dtype),
+                 padding=(mh - 1, mw - 1))  # the convolution pads: no padded copy of x
     y = F.pixel_shuffle(y, s)  # [B, Co, s (H + mh - 1), s (W + mw - 1)]
     height, width = (x.shape[-2] - 1) * s + kh, (x.shape[-1] - 1) * s + kw  # the full output
     return y[..., ph : height - ph, pw : width - pw]
