@@ -23,7 +23,8 @@ logits, `attention_locality`), k7 / k8 (7 / 8 slots), test7 (7 Slot Attention it
 evaluation), dedupe (duplicate slots switched off, `duplicate_overlap: 0.5`), width25 (the
 locality term's width starting at 0.25), area1 (each slot's locality width grows with the area
 its attention covers, `locality_area: 1`), dec16 (a decoder of 16 channels), group95 (the
-duplicate rule over groups of slots with the same attention shape, `duplicate_group: 0.95`).
+duplicate rule over groups of slots with the same attention shape, `duplicate_group: 0.95`),
+nogroup (without it, `duplicate_group: 0`).
 Variants combine with "+", e.g. `--variants locality+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -66,6 +67,7 @@ VARIANTS = {
     "area1": {"model": {"locality_area": 1.0}},
     "dec16": {"model": {"decoder_channels": [16, 16, 16]}},
     "group95": {"model": {"duplicate_group": 0.95}},
+    "nogroup": {"model": {"duplicate_group": 0.0}},
     "test7": {"model": {"test_iterations": 7}},
 }
 
