@@ -75,9 +75,9 @@ class DuplicateSlots(nn.Module):
         slot k's group holds less than half of the N inputs."""
         unit = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [B, K, N]
         active = ~off
-        same = (unit @ unit.transpose(1, 2) > self.group_similarity)  # [B, K, K]
-        same = same & active[:, None, :] & active[:, :, None]
-        size = same.float().sum(dim=-1)  # [B, K], the slot itself included
-        held = (same.float() * mass[:, None, :]).sum(dim=-1)  # the group's attention mass
+        same = ((unit @ unit.transpose(1, 2) > self.group_similarity)
+                & active[:, None, :] & active[:, :, None]).float()  # [B, K, K]
+        size = same.sum(dim=-1)  # [B, K], the slot itself included
+        held = (same * mass[:, None, :]).sum(dim=-1)  # the group's attention mass
         half = torch.where(held < a.shape[-1] / 2, size / 2, torch.ones_like(size))
         return torch.maximum(half[:, :, None], half[:, None]).clamp_min(1.0)
