@@ -35,7 +35,6 @@ from slotlab.nn.layers import (
     SoftPositionEmbed,
     dense,
     layer_norm,
-    relu_,
     same_padding,
 )
 from slotlab.nn.locality import LocalityBias
@@ -62,10 +61,10 @@ class ObjectDiscoveryOutput:
 def conv_encoder(
     num_channels: int, channels: tuple[int, ...], kernel_size: int, strides: tuple[int, ...]
 ) -> nn.ModuleList:
-    """Encoder CNN: conv layers (ReLU applied in `encode`); returns the layers."""
+    """Encoder CNN: conv layers, each with its ReLU; returns the layers."""
     layers, c_in = [], num_channels
     for c_out, s in zip(channels, strides, strict=True):
-        layers.append(Conv2dSame(c_in, c_out, kernel_size, s))
+        layers.append(Conv2dSame(c_in, c_out, kernel_size, s, relu=True))
         c_in = c_out
     return nn.ModuleList(layers)
 
@@ -81,7 +80,7 @@ def encode(
     flatten + LayerNorm + MLP: [B, C, H, W] -> [B, N, D]."""
     x = image
     for conv in encoder_cnn:
-        x = relu_(conv(x))
+        x = conv(x)
     if encoder_pos is not None:
         x = encoder_pos(x)  # [B, C, H', W']
     x = x.flatten(2).transpose(1, 2)  # [B, N, C]
@@ -248,7 +247,8 @@ class SlotAttentionAutoEncoder(nn.Module):
             self.decoder_pos = SoftPositionEmbed(d, self.decoder_initial_size)
         layers, c_in = [], d
         for c_out, s in zip(config.decoder_channels, config.decoder_strides, strict=True):
-            layers.append(ConvTranspose2dSame(c_in, c_out, config.decoder_kernel_size, s))
+            layers.append(ConvTranspose2dSame(c_in, c_out, config.decoder_kernel_size, s,
+                                              relu=True))
             c_in = c_out
         layers.append(ConvTranspose2dSame(c_in, config.num_channels + 1, 3, 1))
         self.decoder_cnn = nn.ModuleList(layers)
@@ -274,9 +274,8 @@ class SlotAttentionAutoEncoder(nn.Module):
             x = x + pos.transpose(1, 2).reshape(b * k, d, h, w)
         else:
             x = self.decoder_pos(x)
-        for layer in self.decoder_cnn[:-1]:
-            x = relu_(layer(x))
-        x = self.decoder_cnn[-1](x)  # [B*K, C+1, H, W]
+        for layer in self.decoder_cnn:  # ReLU after each but the last
+            x = layer(x)  # last: [B*K, C+1, H, W]
         x = x.reshape(b, k, *x.shape[1:])
         return x[:, :, : self.num_channels], x[:, :, self.num_channels :]
 

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from slotlab.models.config import SAViConfig
-from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame, relu_
+from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame
 from slotlab.nn.slot_attention import SLOT_OFF, SlotAttention
 from slotlab.nn.slot_init import LearnedSlots
 from slotlab.schema import from_dict, to_dict
@@ -150,7 +150,7 @@ class FrameEncoder(nn.Module):
         super().__init__()
         layers, c_in = [], config.num_channels
         for c_out in config.encoder_channels:
-            layers.append(Conv2dSame(c_in, c_out, config.encoder_kernel_size, 1))
+            layers.append(Conv2dSame(c_in, c_out, config.encoder_kernel_size, 1, relu=True))
             c_in = c_out
         self.cnn = nn.ModuleList(layers)
         self.register_buffer("grid", position_grid(config.resolution))  # [1, H, W, 2]
@@ -163,7 +163,7 @@ class FrameEncoder(nn.Module):
         """The CNN: [B', 3, H, W] -> [B', C, H, W] (after the last ReLU)."""
         x = frames
         for conv in self.cnn:
-            x = relu_(conv(x))
+            x = conv(x)
         return x
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -283,7 +283,7 @@ class SpatialBroadcastDecoder(nn.Module):
         layers, c_in = [], d
         for c_out, stride in zip(config.decoder_channels, config.decoder_strides, strict=True):
             cls = ConvTranspose2dSame if stride > 1 else Conv2dSame
-            layers.append(cls(c_in, c_out, config.decoder_kernel_size, stride))
+            layers.append(cls(c_in, c_out, config.decoder_kernel_size, stride, relu=True))
             c_in = c_out
         self.cnn = nn.ModuleList(layers)
         self.alpha = _dense(c_in, 1)
@@ -294,7 +294,7 @@ class SpatialBroadcastDecoder(nn.Module):
         x = slots.reshape(b * k, 1, 1, d) + self.position(self.grid.to(slots.dtype))  # [BK,h,w,D]
         x = x.permute(0, 3, 1, 2)  # channels-first for the convolutions
         for layer in self.cnn:
-            x = relu_(layer(x))
+            x = layer(x)
         x = x.permute(0, 2, 3, 1)  # [B'K, H, W, C_dec]
         logits = self.alpha(x).permute(0, 3, 1, 2)  # [B'K, 1, H, W]
         readouts = self.readout(x).permute(0, 3, 1, 2)  # [B'K, C, H, W]

@@ -8,7 +8,9 @@ official checkpoints give the official outputs.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,18 +25,21 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class Conv2dSame(nn.Conv2d):
-    """`nn.Conv2d` with TF "SAME" padding (asymmetric where TF pads asymmetrically).
+    """`nn.Conv2d` with TF "SAME" padding (asymmetric where TF pads asymmetrically); `relu=True`
+    is Keras' `activation="relu"` (applied in place on the convolution's output).
 
     Input [B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 relu: bool = False):
         symmetric = stride == 1 and kernel_size % 2 == 1
         super().__init__(
             in_channels, out_channels, kernel_size, stride,
             padding=(kernel_size - 1) // 2 if symmetric else 0,
         )
         self._symmetric = symmetric
+        self.relu = relu
         keras_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,16 +47,20 @@ class Conv2dSame(nn.Conv2d):
             top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
             left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
             x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        y = super().forward(x)
+        # in place: nothing reads the pre-activation again (a convolution's backward needs its
+        # input, not its output), so no second tensor of the same size is written
+        return F.relu(y, inplace=True) if self.relu else y
 
 
 class ConvTranspose2dSame(nn.ConvTranspose2d):
-    """`nn.ConvTranspose2d` with TF "SAME" semantics: output size exactly stride x input size.
+    """`nn.ConvTranspose2d` with TF "SAME" semantics: output size exactly stride x input size;
+    `relu=True` is Keras' `activation="relu"`.
 
     TF's SAME transposed convolution is the full transposed convolution cropped to
     [pad_before, pad_before + s * size) with pad_before = max(k - s, 0) // 2. PyTorch's `padding`
     crops `padding` pixels from both ends; when that leaves one pixel too many at the end (k = 5,
-    s = 2), the last row and column are dropped.
+    s = 2), the last row and column are dropped, in one pass with the ReLU (`crop_relu`).
     Input [B, C_in, H, W] -> [B, C_out, s * H, s * W].
 
     `pad_out_channels` (a speed option, not a parameter; 0 = off): compute the layer with its
@@ -62,9 +71,11 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     pad_out_channels: int = 0
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 relu: bool = False):
         before = max(kernel_size - stride, 0) // 2
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=before)
+        self.relu = relu
         keras_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,19 +87,64 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
             y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding,
                                    self.output_padding, self.groups, self.dilation)
             y = y[:, : self.out_channels]
-        elif max(self.stride) > 1 and _cpu_bf16(x):
+        elif max(self.stride) > 1 and subpixel_is_faster(x):
             y = conv_transpose2d_subpixel(x, self.weight, self.bias, self.stride, self.padding)
         else:
             y = super().forward(x)
-        if y.shape[-2] != h or y.shape[-1] != w:
-            y = y[..., :h, :w]
-        return y
+        if self.relu:
+            return crop_relu(y, h, w)
+        return y[..., :h, :w] if y.shape[-2] != h or y.shape[-1] != w else y
 
 
-def _cpu_bf16(x: torch.Tensor) -> bool:
-    """On the CPU in bf16 (a bf16 tensor, or bf16 autocast): strided transposed convolutions take
-    the sub-pixel path there, 2-2.5x faster (in float32 oneDNN's own is faster)."""
-    if x.device.type != "cpu":
+class _CropReLU(torch.autograd.Function):
+    """relu(y[..., :h, :w]) written once into a tensor of y's memory layout; the backward writes
+    the ReLU's gradient straight into the zeroed gradient of y. The same numbers as slicing and
+    `F.relu` (bit for bit), without autograd's extra copies of the cropped view: on a 2-core
+    Xeon (AMX) a 64 -> 128 stride-2 layer of the official decoder trained 1.5x faster in
+    float32 and bf16 (benchmarks/README.md)."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        layout = _layout(y)
+        view = y[..., :h, :w]
+        out = torch.empty(view.shape, dtype=y.dtype, device=y.device, memory_format=layout)
+        torch.clamp_min(view, 0, out=out)
+        ctx.save_for_backward(out)
+        ctx.full_shape, ctx.layout = y.shape, layout
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (out,) = ctx.saved_tensors
+        grad_y = torch.empty(ctx.full_shape, dtype=grad.dtype, device=grad.device,
+                             memory_format=ctx.layout).zero_()
+        torch.ops.aten.threshold_backward.grad_input(
+            grad, out, 0, grad_input=grad_y[..., : out.shape[-2], : out.shape[-1]])
+        return grad_y, None, None
+
+
+def _layout(y: torch.Tensor) -> torch.memory_format:
+    if y.dim() == 4 and not y.is_contiguous() and y.is_contiguous(
+            memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def crop_relu(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """relu(y[..., :h, :w]): in place where nothing is cropped and y is a tensor of its own (a
+    convolution's output: its backward does not read it), else in one pass (`_CropReLU`)."""
+    if y.shape[-2] == h and y.shape[-1] == w and not y._is_view():
+        return F.relu(y, inplace=True)
+    return _CropReLU.apply(y, h, w)
+
+
+def subpixel_is_faster(x: torch.Tensor) -> bool:
+    """Whether a strided transposed convolution of `x` takes the sub-pixel path: on a CPU without
+    AMX in bf16 (a bf16 tensor, or bf16 autocast), where oneDNN's strided transposed convolution
+    in bf16 is slow and the sub-pixel form trained 2-2.5x faster (AMD, AVX512-BF16). With AMX
+    oneDNN's own is the faster: 2.5x the sub-pixel form on a 64 -> 128 layer of the official
+    decoder (2-core Xeon); in float32 it is the faster everywhere."""
+    if x.device.type != "cpu" or _cpu_has_amx():
         return False
     if x.dtype == torch.bfloat16:
         return True
@@ -97,6 +153,14 @@ def _cpu_bf16(x: torch.Tensor) -> bool:
     except (TypeError, AttributeError):  # torch < 2.4
         enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
     return enabled and dtype == torch.bfloat16
+
+
+@functools.cache
+def _cpu_has_amx() -> bool:
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch
+        return False
 
 
 def conv_transpose2d_subpixel(
@@ -135,15 +199,6 @@ def conv_transpose2d_subpixel(
     y = F.pixel_shuffle(y, s)  # [B, Co, s (H + mh - 1), s (W + mw - 1)]
     height, width = (x.shape[-2] - 1) * s + kh, (x.shape[-1] - 1) * s + kw  # the full output
     return y[..., ph : height - ph, pw : width - pw]
-
-
-def relu_(x: torch.Tensor) -> torch.Tensor:
-    """ReLU of a convolution's output, in place where the output is a tensor of its own: nothing
-    reads the pre-activation again (a convolution's backward needs its input, not its output),
-    so this saves writing a second tensor of the same size per layer. A view (a transposed
-    convolution cropped to TF's size) gets the out-of-place ReLU: in place, autograd would copy
-    it back into its base."""
-    return F.relu(x, inplace=not x._is_view())
 
 
 def keras_init_(module: nn.Module) -> nn.Module:
