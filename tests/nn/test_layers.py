@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from slotlab.nn import Conv2dSame, ConvTranspose2dSame
-from slotlab.nn.layers import conv_transpose2d_subpixel, crop_relu
+from slotlab.nn.layers import bias_relu, conv_transpose2d_subpixel
 
 
 @pytest.mark.parametrize("kernel, stride, padding, size", [
@@ -71,46 +71,45 @@ def test_with_amx_bf16_keeps_onednn_transposed_convolution(monkeypatch):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_crop_relu_equals_slice_and_relu_bit_for_bit(channels_last, dtype):
-    """relu(y[..., :h, :w]) and its gradient, as autograd computes them from the slice and
-    `F.relu`, exactly; the output keeps y's memory layout."""
+@pytest.mark.parametrize("size", [(8, 7), (9, 8)])
+def test_bias_relu_equals_slice_add_and_relu(channels_last, dtype, size):
+    """relu(y[..., :h, :w] + bias) and its gradients as autograd computes them from the slice, the
+    addition and `F.relu` (y's gradient bit for bit); the output keeps y's memory layout."""
     torch.manual_seed(0)
     y0 = torch.randn(3, 5, 9, 8, dtype=dtype)
     if channels_last:
         y0 = y0.contiguous(memory_format=torch.channels_last)
     y1, y2 = y0.clone().requires_grad_(), y0.clone().requires_grad_()
-    want = F.relu(y1[..., :8, :7])
-    got = crop_relu(y2 * 1, 8, 7)  # a tensor of its own, as a convolution's output
-    assert torch.equal(got, want) and got.shape == (3, 5, 8, 7)
+    b1 = torch.randn(5, requires_grad=True)
+    b2 = b1.detach().clone().requires_grad_()
+    want = F.relu(y1[..., : size[0], : size[1]] + b1.to(dtype)[:, None, None])
+    got = bias_relu(y2 * 1, b2, *size)  # a tensor of its own, as a convolution's output
+    assert torch.equal(got, want) and got.shape == (3, 5, *size)
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
     g = torch.randn_like(want)
-    assert torch.equal(torch.autograd.grad(got, y2, g)[0], torch.autograd.grad(want, y1, g)[0])
-
-
-def test_crop_relu_in_place_only_on_a_tensor_of_its_own():
-    y = torch.randn(2, 3, 4, 4)
-    base = y.clone()
-    out = crop_relu(base, 4, 4)  # nothing to crop: in place
-    assert out.data_ptr() == base.data_ptr() and torch.equal(out, F.relu(y))
-    view = y.clone()[:, :2]  # a view (the padded-channels path): not written in place
-    before = view.clone()
-    out = crop_relu(view, 4, 4)
-    assert torch.equal(view, before) and torch.equal(out, F.relu(before))
+    gy_want, gb_want = torch.autograd.grad(want, (y1, b1), g)
+    gy_got, gb_got = torch.autograd.grad(got, (y2, b2), g)
+    assert torch.equal(gy_got, gy_want) and gb_got.dtype == torch.float32
+    torch.testing.assert_close(gb_got, gb_want, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_layers_with_relu_equal_layer_then_relu(stride):
-    """`relu=True` (Keras' activation) is the layer without it followed by ReLU, gradients too."""
+    """`relu=True` (Keras' activation) is the layer without it followed by ReLU, gradients too
+    (float32 within 1e-5: the bias is added after the convolution)."""
     torch.manual_seed(0)
     for cls in (Conv2dSame, ConvTranspose2dSame):
         plain, fused = cls(4, 6, 5, stride), cls(4, 6, 5, stride, relu=True)
-        fused.load_state_dict(plain.state_dict())
         x1 = torch.randn(2, 4, 8, 8, requires_grad=True)
         x2 = x1.detach().clone().requires_grad_()
+        with torch.no_grad():
+            plain.bias.normal_()
+        fused.load_state_dict(plain.state_dict())
         want, got = F.relu(plain(x1)), fused(x2)
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
         g = torch.randn_like(want)
-        want_grads = torch.autograd.grad(want, (x1, plain.weight), g)
-        got_grads = torch.autograd.grad(got, (x2, fused.weight), g)
+        want_grads = torch.autograd.grad(want, (x1, plain.weight, plain.bias), g)
+        got_grads = torch.autograd.grad(got, (x2, fused.weight, fused.bias), g)
         for a, e in zip(got_grads, want_grads, strict=True):
-            torch.testing.assert_close(a, e, rtol=0, atol=0)
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)

@@ -47,10 +47,10 @@ class Conv2dSame(nn.Conv2d):
             top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
             left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
             x = F.pad(x, (left, right, top, bottom))
-        y = super().forward(x)
-        # in place: nothing reads the pre-activation again (a convolution's backward needs its
-        # input, not its output), so no second tensor of the same size is written
-        return F.relu(y, inplace=True) if self.relu else y
+        if not self.relu:
+            return super().forward(x)
+        y = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        return bias_relu(y, self.bias, y.shape[-2], y.shape[-1])
 
 
 class ConvTranspose2dSame(nn.ConvTranspose2d):
@@ -60,7 +60,8 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
     TF's SAME transposed convolution is the full transposed convolution cropped to
     [pad_before, pad_before + s * size) with pad_before = max(k - s, 0) // 2. PyTorch's `padding`
     crops `padding` pixels from both ends; when that leaves one pixel too many at the end (k = 5,
-    s = 2), the last row and column are dropped, in one pass with the ReLU (`crop_relu`).
+    s = 2), the last row and column are dropped, in one pass with the bias and the ReLU
+    (`bias_relu`).
     Input [B, C_in, H, W] -> [B, C_out, s * H, s * W].
 
     `pad_out_channels` (a speed option, not a parameter; 0 = off): compute the layer with its
@@ -80,47 +81,59 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
+        bias = None if self.relu else self.bias  # with the ReLU, the bias is added with it
         extra = self.pad_out_channels - self.out_channels
         if extra > 0:  # weight [C_in, C_out, k, k]: pad C_out with zeros, crop after
             weight = F.pad(self.weight, (0, 0, 0, 0, 0, extra))
-            bias = None if self.bias is None else F.pad(self.bias, (0, extra))
-            y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding,
-                                   self.output_padding, self.groups, self.dilation)
+            bias = None if bias is None else F.pad(bias, (0, extra))
+            y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding)
             y = y[:, : self.out_channels]
         elif max(self.stride) > 1 and subpixel_is_faster(x):
-            y = conv_transpose2d_subpixel(x, self.weight, self.bias, self.stride, self.padding)
+            y = conv_transpose2d_subpixel(x, self.weight, bias, self.stride, self.padding)
         else:
-            y = super().forward(x)
+            y = F.conv_transpose2d(x, self.weight, bias, self.stride, self.padding)
         if self.relu:
-            return crop_relu(y, h, w)
+            return bias_relu(y, self.bias, h, w)
         return y[..., :h, :w] if y.shape[-2] != h or y.shape[-1] != w else y
 
 
-class _CropReLU(torch.autograd.Function):
-    """relu(y[..., :h, :w]) written once into a tensor of y's memory layout; the backward writes
-    the ReLU's gradient straight into the zeroed gradient of y. The same numbers as slicing and
-    `F.relu` (bit for bit), without autograd's extra copies of the cropped view: on a 2-core
-    Xeon (AMX) a 64 -> 128 stride-2 layer of the official decoder trained 1.5x faster in
-    float32 and bf16 (benchmarks/README.md)."""
+class _BiasReLU(torch.autograd.Function):
+    """relu(y[..., :h, :w] + bias) into a tensor of y's memory layout, and its backward: the
+    ReLU's gradient written straight into the zeroed gradient of y, the bias gradient summed from
+    it. The convolution then runs without its bias: oneDNN's convolution backward with a bias
+    gradient took 1.4-2.4x the time of the one without on a 2-core Xeon (AMX), and slicing the
+    TF-SAME crop as a view cost autograd two more copies (benchmarks/README.md)."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def forward(ctx: Any, y: torch.Tensor, bias: torch.Tensor | None, h: int,
+                w: int) -> torch.Tensor:
         layout = _layout(y)
         view = y[..., :h, :w]
         out = torch.empty(view.shape, dtype=y.dtype, device=y.device, memory_format=layout)
-        torch.clamp_min(view, 0, out=out)
+        if bias is None:
+            torch.clamp_min(view, 0, out=out)
+        else:
+            torch.add(view, bias.to(y.dtype).view(-1, 1, 1), out=out).clamp_min_(0)
         ctx.save_for_backward(out)
         ctx.full_shape, ctx.layout = y.shape, layout
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (out,) = ctx.saved_tensors
+        h, w = out.shape[-2:]
         grad_y = torch.empty(ctx.full_shape, dtype=grad.dtype, device=grad.device,
-                             memory_format=ctx.layout).zero_()
-        torch.ops.aten.threshold_backward.grad_input(
-            grad, out, 0, grad_input=grad_y[..., : out.shape[-2], : out.shape[-1]])
-        return grad_y, None, None
+                             memory_format=ctx.layout)
+        if tuple(ctx.full_shape[-2:]) != (h, w):
+            grad_y.zero_()
+        crop = grad_y[..., :h, :w]
+        torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=crop)
+        grad_bias = None
+        if ctx.needs_input_grad[1]:
+            # over all of grad_y (zero outside the crop): a sum over the cropped view would copy it
+            grad_bias = grad_y.sum(dim=(0, 2, 3)).to(ctx.bias_dtype)  # accumulates in float32
+        return grad_y, grad_bias, None, None
 
 
 def _layout(y: torch.Tensor) -> torch.memory_format:
@@ -130,12 +143,10 @@ def _layout(y: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def crop_relu(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """relu(y[..., :h, :w]): in place where nothing is cropped and y is a tensor of its own (a
-    convolution's output: its backward does not read it), else in one pass (`_CropReLU`)."""
-    if y.shape[-2] == h and y.shape[-1] == w and not y._is_view():
-        return F.relu(y, inplace=True)
-    return _CropReLU.apply(y, h, w)
+def bias_relu(y: torch.Tensor, bias: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
+    """relu(y[..., :h, :w] + bias) for a convolution's output y [B, C, H', W'] and bias [C]
+    (`_BiasReLU`: one new tensor, no copies of the cropped view)."""
+    return _BiasReLU.apply(y, bias, h, w)
 
 
 def subpixel_is_faster(x: torch.Tensor) -> bool:
