@@ -47,8 +47,9 @@ class Conv2dSame(nn.Conv2d):
             top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
             left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
             x = F.pad(x, (left, right, top, bottom))
-        if not self.relu:
-            return super().forward(x)
+        if not (self.relu and torch.is_grad_enabled()):  # inference: the ReLU in place
+            y = super().forward(x)
+            return F.relu(y, inplace=True) if self.relu else y
         y = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
         return bias_relu(y, self.bias, y.shape[-2], y.shape[-1])
 
@@ -81,7 +82,8 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
-        bias = None if self.relu else self.bias  # with the ReLU, the bias is added with it
+        fused = self.relu and torch.is_grad_enabled()  # training: bias + ReLU in `bias_relu`
+        bias = None if fused else self.bias
         extra = self.pad_out_channels - self.out_channels
         if extra > 0:  # weight [C_in, C_out, k, k]: pad C_out with zeros, crop after
             weight = F.pad(self.weight, (0, 0, 0, 0, 0, extra))
@@ -92,9 +94,14 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
             y = conv_transpose2d_subpixel(x, self.weight, bias, self.stride, self.padding)
         else:
             y = F.conv_transpose2d(x, self.weight, bias, self.stride, self.padding)
-        if self.relu:
+        if fused:
             return bias_relu(y, self.bias, h, w)
-        return y[..., :h, :w] if y.shape[-2] != h or y.shape[-1] != w else y
+        if y.shape[-2] != h or y.shape[-1] != w:
+            y = y[..., :h, :w]
+        if not self.relu:
+            return y
+        # inference: in place on a tensor of its own; a cropped view gets a dense new tensor
+        return F.relu(y, inplace=not y._is_view())
 
 
 class _BiasReLU(torch.autograd.Function):
@@ -150,20 +157,23 @@ def bias_relu(y: torch.Tensor, bias: torch.Tensor | None, h: int, w: int) -> tor
 
 
 def subpixel_is_faster(x: torch.Tensor) -> bool:
-    """Whether a strided transposed convolution of `x` takes the sub-pixel path: on a CPU without
-    AMX in bf16 (a bf16 tensor, or bf16 autocast), where oneDNN's strided transposed convolution
-    in bf16 is slow and the sub-pixel form trained 2-2.5x faster (AMD, AVX512-BF16). With AMX
-    oneDNN's own is the faster: 2.5x the sub-pixel form on a 64 -> 128 layer of the official
-    decoder (2-core Xeon); in float32 it is the faster everywhere."""
-    if x.device.type != "cpu" or _cpu_has_amx():
+    """Whether a strided transposed convolution of `x` takes the sub-pixel path: on the CPU in
+    bf16 (a bf16 tensor, or bf16 autocast), where it measured the faster, except in training
+    with AMX. Without AMX oneDNN's strided transposed convolution in bf16 is slow and the
+    sub-pixel form trained 2-2.5x faster (AMD, AVX512-BF16). With AMX oneDNN's own trains faster
+    (its backward is fast: a 64 -> 128 layer of the official decoder 2.5x the sub-pixel form,
+    2-core Xeon) while the sub-pixel form still infers faster (benchmarks/README.md). In float32
+    oneDNN's own is the faster everywhere."""
+    if x.device.type != "cpu":
         return False
-    if x.dtype == torch.bfloat16:
-        return True
-    try:
-        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-    except (TypeError, AttributeError):  # torch < 2.4
-        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-    return enabled and dtype == torch.bfloat16
+    if x.dtype != torch.bfloat16:
+        try:
+            enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+        except (TypeError, AttributeError):  # torch < 2.4
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        if not (enabled and dtype == torch.bfloat16):
+            return False
+    return not (_cpu_has_amx() and torch.is_grad_enabled())
 
 
 @functools.cache
