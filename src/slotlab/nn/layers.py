@@ -26,7 +26,8 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 class Conv2dSame(nn.Conv2d):
     """`nn.Conv2d` with TF "SAME" padding (asymmetric where TF pads asymmetrically); `relu=True`
-    is Keras' `activation="relu"` (applied in place on the convolution's output).
+    is Keras' `activation="relu"` (in training added with the bias by `bias_relu`, in inference
+    in place on the convolution's output).
 
     Input [B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)].
     """
@@ -108,7 +109,7 @@ class _BiasReLU(torch.autograd.Function):
     """relu(y[..., :h, :w] + bias) into a tensor of y's memory layout, and its backward: the
     ReLU's gradient written straight into the zeroed gradient of y, the bias gradient summed from
     it. The convolution then runs without its bias: oneDNN's convolution backward with a bias
-    gradient took 1.4-2.4x the time of the one without on a 2-core Xeon (AMX), and slicing the
+    gradient took 1.6-2.4x the time of the one without on a 2-core Xeon (AMX), and slicing the
     TF-SAME crop as a view cost autograd two more copies (benchmarks/README.md)."""
 
     @staticmethod
