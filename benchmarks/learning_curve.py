@@ -224,10 +224,11 @@ def step_table(run_dirs: list[Path]) -> str:
     return "\n".join(rows)
 
 
-def test_time_table(out: Path, variants: list[str], seeds: list[int],
+def test_time_table(out: Path, keys: list[str], seeds: list[int],
                     settings: list[tuple[int, int]], metrics: list[str]) -> str:
-    """Evaluate each run's final model with other slot counts K and iterations T than it was
-    trained with (same held-out split and number of images as the run's evaluations)."""
+    """Evaluate each run's final model (runs under OUT/KEY/seedK, KEY = VARIANT or
+    DATASET/VARIANT) with other slot counts K and iterations T than it was trained with (same
+    held-out split and number of images as the run's evaluations)."""
     import yaml
 
     from slotlab.data.build import build_dataset
@@ -236,12 +237,12 @@ def test_time_table(out: Path, variants: list[str], seeds: list[int],
     from slotlab.train.evaluate import evaluate
     from slotlab.train.loop import build_eval_dataset
 
-    rows = ["| variant | K | T | " + " | ".join(f"{m} mean ± std (min)" for m in metrics) + " |",
+    rows = ["| run | K | T | " + " | ".join(f"{m} mean ± std (min)" for m in metrics) + " |",
             "|---|---|---|" + "---|" * len(metrics)]
-    for variant in variants:
+    for key in keys:
         by_setting: dict[tuple[int, int], list[dict]] = {}
         for seed in seeds:
-            run = out / variant / f"seed{seed}"
+            run = out / key / f"seed{seed}"
             cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
             model = load_pretrained(run / "model")
             train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options.kwargs())
@@ -255,7 +256,7 @@ def test_time_table(out: Path, variants: list[str], seeds: list[int],
                     num_slots=k, num_iterations=t))
         for (k, t), recs in by_setting.items():
             cells = [summary(recs, m) for m in metrics]
-            rows.append(f"| {variant} | {k} | {t} | " + " | ".join(cells) + " |")
+            rows.append(f"| {key} | {k} | {t} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -366,7 +367,7 @@ def main() -> None:
         except (ValueError, AssertionError):
             parser.error(f"--test-time takes K:T pairs such as 5:3, got {args.test_time}")
         print("\nat test time, the final models with other K (slots) and T (iterations):\n")
-        print(test_time_table(args.out, args.variants, args.seeds, settings, metrics))
+        print(test_time_table(args.out, list(results), args.seeds, settings, metrics))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, metric, args.out / f"learning_curve_{Path(args.preset).stem}.png")

@@ -61,3 +61,24 @@ def test_dataset_table_has_a_row_per_dataset_and_seed_with_the_untrained_figure(
     lines = lc.dataset_table(runs, "fg_ari", 0.8).splitlines()
     assert lines[2] == "| black/baseline | 0 | 1000 | 4.0 | 0.850 | 0.800 | 0.550 | 4.0 |"
     assert lines[3] == "| own/baseline | 1 | 400 | 3.0 | 0.600 | 0.500 | nan | no |"
+
+
+def test_report_with_test_time_reads_runs_under_dataset_names(lc, tmp_path, monkeypatch, capsys):
+    from slotlab.cli import main
+    from tests.train.helpers import TINY_ARGS, write_folder, write_preset
+
+    data, preset = write_folder(tmp_path / "data"), write_preset(tmp_path / "tiny.yaml")
+    run = tmp_path / "out" / "black" / "baseline" / "seed0"
+    assert main(["train", "object-discovery", "--data", f"folder:{data}", "--out", str(run),
+                 "--preset", str(preset), "--no-bf16", *TINY_ARGS]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.argv", [
+        "learning_curve.py", "--preset", str(preset), "--report-only", "--seeds", "0",
+        "--datasets", "black=unused", "--out", str(tmp_path / "out"), "--test-time", "5:1"])
+    lc.main()
+    rows = capsys.readouterr().out.split("other K (slots) and T (iterations):")[1].split("\n")
+    rows = [r for r in rows if r.startswith("| black/")]
+    # the trained K = 4, T = 3 first, then the asked K = 5, T = 1; one seed: no spread
+    assert [r.split(" | ")[:3] for r in rows] == [["| black/baseline", "4", "3"],
+                                                  ["| black/baseline", "5", "1"]]
+    assert all("± 0.000" in r for r in rows)
