@@ -86,3 +86,16 @@ def test_a_flag_of_the_other_tasks_model_is_one_line():
     with pytest.raises(ConfigError, match="--decoder-channels is an option of the "
                        "object-discovery model, not of set-prediction"):
         train_config_from_args(parse("set-prediction", "--out", "x", "--decoder-channels", "8,8"))
+
+
+def test_a_presets_scene_count_stays_with_its_own_data():
+    """cpu-sprites-64 generates 100,000 procedural-sprites scenes: with data of another kind (a
+    cache, CLEVR-style scenes) that count is left out, the options the kind takes are kept, and a
+    count given with the data is kept."""
+    own = make_config("cpu-sprites-64", data="procedural-sprites").data_options.kwargs()
+    assert own["num"] == 100000 and own["background"] == "greyscale"
+    other = make_config("cpu-sprites-64", data="procedural").data_options.kwargs()
+    assert "num" not in other and "background" not in other
+    assert other["max_objects"] == 5 and other["resolution"] == (64, 64)
+    given = make_config("cpu-sprites-64", data="procedural", data_options={"num": 500})
+    assert given.data_options.kwargs()["num"] == 500

@@ -29,8 +29,8 @@ def test_a_preset_with_generator_options_trains_on_a_folder(tmp_path, capsys):
                  f"folder:{data}", "--out", str(run), "--steps", "2", "--eval-every", "2",
                  "--eval-num", "64", "--no-progress", "--num-workers", "0"]) == 0
     err = capsys.readouterr().err
-    assert "does not take the preset's data options background, max_objects, min_objects, num" \
-        in err
+    assert "the preset's data options background, max_objects, min_objects, num are for its " \
+        "own data; they are left out with folder:" in err
     (record,) = eval_records(run)
     held_out = ImageFolderDataset(data, "val")
     assert record["data"] == f"folder:{data}" and record["split"] == "val"

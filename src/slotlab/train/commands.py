@@ -147,8 +147,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
                       data_options=data_options, **training)
     dropped = sorted(set(base.get("data_options") or {}) - set(cfg.data_options.kwargs()))
     if args.data and dropped:
-        print(f"note: {args.data} does not take the preset's data options "
-              f"{', '.join(dropped)}; they are left out", file=sys.stderr)
+        print(f"note: the preset's data options {', '.join(dropped)} are for its own data; "
+              f"they are left out with {args.data}", file=sys.stderr)
     return cfg
 
 

@@ -209,12 +209,15 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Preset values, then `overrides` (None values are ignored; `model` and `data_options`
     mappings update the preset's key by key). With other `data` than the preset's, the preset's
-    data options that its kind does not take are left out (e.g. a generator's `num` with a
-    folder); options given in `overrides` are always kept (and checked by the dataset)."""
+    data options that its kind does not take are left out (e.g. a generator's `background` with
+    a folder), and so is its `num` with data of another kind (how many scenes the preset's
+    generator makes, not how many to read of a cache or folder); options given in `overrides`
+    are always kept (and checked by the dataset)."""
     values: dict[str, Any] = {}
     if preset:
         values.update(load_preset(preset))
         values["preset"] = preset
+    preset_data = values.get("data")
     for key, value in overrides.items():
         if value is None:
             continue
@@ -223,10 +226,13 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
         values[key] = value
     new_data = overrides.get("data")
     if preset and new_data and values.get("data_options"):  # the preset's options, other data
-        from slotlab.data.build import options_for
+        from slotlab.data.build import options_for, parse_spec
 
-        kept, _ = options_for(new_data, {k: v for k, v in values["data_options"].items()
-                                         if k not in (overrides.get("data_options") or {})})
+        given = overrides.get("data_options") or {}
+        preset_options = {k: v for k, v in values["data_options"].items() if k not in given}
+        if not preset_data or parse_spec(new_data)[0] != parse_spec(preset_data)[0]:
+            preset_options.pop("num", None)
+        kept, _ = options_for(new_data, preset_options)
         values["data_options"] = {**kept, **(overrides.get("data_options") or {})}
     return config_from_dict(values)
 
