@@ -233,7 +233,7 @@ def make_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
         if not preset_data or parse_spec(new_data)[0] != parse_spec(preset_data)[0]:
             preset_options.pop("num", None)
         kept, _ = options_for(new_data, preset_options)
-        values["data_options"] = {**kept, **(overrides.get("data_options") or {})}
+        values["data_options"] = {**kept, **given}
     return config_from_dict(values)
 
 
