@@ -19,12 +19,12 @@ without strides: attention over every pixel), stride2 (one stride-2 encoder laye
 noinvariant (the paper's Slot Attention with an absolute position embedding instead of Invariant
 Slot Attention), iter5 (5 Slot Attention iterations instead of 3), decay10k / decay6k (the
 learning rate halves every 10,000 / 6,000 steps), locality (a locality term in Slot Attention's
-logits, `attention_locality`), k7 / k8 (7 / 8 slots), test7 (7 Slot Attention iterations at
-evaluation), dedupe (duplicate slots switched off, `duplicate_overlap: 0.5`), width25 (the
-locality term's width starting at 0.25), area1 (each slot's locality width grows with the area
-its attention covers, `locality_area: 1`), dec16 (a decoder of 16 channels), group95 (the
-duplicate rule over groups of slots with the same attention shape, `duplicate_group: 0.95`),
-nogroup (without it, `duplicate_group: 0`).
+logits, `attention_locality`), k7 / k8 / k10 (7 / 8 / 10 slots), test7 (7 Slot Attention
+iterations at evaluation), dedupe (duplicate slots switched off, `duplicate_overlap: 0.5`),
+width25 (the locality term's width starting at 0.25), area1 / area2 (each slot's locality width
+grows with the area its attention covers, `locality_area: 1` / `2`), dec16 (a decoder of 16
+channels), group95 (the duplicate rule over groups of slots with the same attention shape,
+`duplicate_group: 0.95`), nogroup (without it, `duplicate_group: 0`).
 Variants combine with "+", e.g. `--variants locality+ema`.
 Each run is an ordinary run directory under OUT/<variant>/seed<k>, so an interrupted benchmark
 resumes where it stopped (and a larger `--minutes` extends the runs); `--report-only` prints the
@@ -62,9 +62,11 @@ VARIANTS = {
     "locality": {"model": {"attention_locality": True}},
     "k7": {"model": {"num_slots": 7}},
     "k8": {"model": {"num_slots": 8}},
+    "k10": {"model": {"num_slots": 10}},
     "dedupe": {"model": {"duplicate_overlap": 0.5}},
     "width25": {"model": {"locality_width": 0.25}},
     "area1": {"model": {"locality_area": 1.0}},
+    "area2": {"model": {"locality_area": 2.0}},
     "dec16": {"model": {"decoder_channels": [16, 16, 16]}},
     "group95": {"model": {"duplicate_group": 0.95}},
     "nogroup": {"model": {"duplicate_group": 0.0}},
