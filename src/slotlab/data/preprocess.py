@@ -84,7 +84,7 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
     ids = mask.unique()  # sorted
-    index = torch.searchsorted(ids, mask)  # [H, W] in 0..len(ids) - 1
+    index = torch.searchsorted(ids, mask.contiguous())  # [H, W] in 0..len(ids) - 1
     one_hot = F.one_hot(index, len(ids)).permute(2, 0, 1)[None].float()  # [1, G, H, W]
     weights = F.interpolate(one_hot, size=size, mode="bilinear", align_corners=False)[0]
     nearest = F.interpolate(index[None, None].float(), size=size, mode="nearest-exact")
