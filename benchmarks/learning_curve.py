@@ -262,6 +262,45 @@ def test_time_table(out: Path, keys: list[str], seeds: list[int],
     return "\n".join(rows)
 
 
+def choice_table(out: Path, keys: list[str], seeds: list[int], slots: list[int],
+                 iterations: list[int]) -> str:
+    """For each run's final model, the test-time (K, T) chosen as a run with `test_time_slots`
+    / `test_time_iterations` chooses it (`slotlab.train.test_time`: by FG-ARI on the held-out
+    images after those its evaluations score), then FG-ARI / mBO on the scored images with the
+    trained eval-mode settings and with the choice."""
+    import yaml
+
+    from slotlab.data.build import build_dataset
+    from slotlab.models.pretrained import load_pretrained
+    from slotlab.train.config import config_from_dict
+    from slotlab.train.evaluate import build_eval_dataset, evaluate
+    from slotlab.train.test_time import choose_test_time, eval_settings, held_out_images
+
+    rows = ["| run | seed | held-out images | K, T | chosen K, T | FG-ARI / mBO | with the "
+            "choice |",
+            "|---|---|---|---|---|---|---|"]
+    for key in keys:
+        for seed in seeds:
+            run = out / key / f"seed{seed}"
+            cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+            cfg = cfg.replace(test_time_slots=tuple(slots), test_time_iterations=tuple(iterations))
+            model = load_pretrained(run / "model")
+            train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options.kwargs())
+            dataset, _ = build_eval_dataset(cfg, train_set)
+            images = held_out_images(dataset, cfg.eval_num, cfg.test_time_num)
+            chosen = choose_test_time(model, dataset, cfg.task, slots, iterations, images,
+                                      seed=cfg.seed)["chosen"]
+            own = eval_settings(model.config)
+            scored = [evaluate(model, dataset, cfg.task, num=cfg.eval_num, seed=cfg.seed,
+                               num_slots=k, num_iterations=t)
+                      for k, t in (own, tuple(chosen.values()))]
+            cells = [f"{m['fg_ari']:.3f} / {m['mbo']:.3f}" for m in scored]
+            rows.append(f"| {key} | {seed} | {images.start}-{images.stop - 1} | {own[0]}, {own[1]} "
+                        f"| {chosen['num_slots']}, {chosen['num_iterations']} | "
+                        + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def plot(results: dict[str, dict[int, list[dict]]], metric: str, path: Path) -> None:
     try:
         import matplotlib
@@ -314,6 +353,10 @@ def main() -> None:
     parser.add_argument("--test-time", nargs="+", default=[], metavar="K:T",
                         help="also evaluate each final model with K slots and T iterations "
                         "(e.g. 5:3 9:3 7:5), beside the trained K and T")
+    parser.add_argument("--choose-test-time", nargs=2, metavar=("K,K,...", "T,T,..."),
+                        help="also choose each final model's test-time K and T among these as "
+                        "a run with test_time_slots / test_time_iterations does, and score the "
+                        "choice (e.g. 8,10 7,10,15,20)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                         help="bf16 autocast (default: slotlab train's, on for a CPU with "
                         "AVX512-BF16 or AMX)")
@@ -370,6 +413,15 @@ def main() -> None:
             parser.error(f"--test-time takes K:T pairs such as 5:3, got {args.test_time}")
         print("\nat test time, the final models with other K (slots) and T (iterations):\n")
         print(test_time_table(args.out, list(results), args.seeds, settings, metrics))
+    if args.choose_test_time:
+        try:
+            slots, iterations = ([int(v) for v in text.split(",")] for text in
+                                 args.choose_test_time)
+        except ValueError:
+            parser.error(f"--choose-test-time takes two lists such as 8,10 7,10,15, got "
+                         f"{' '.join(args.choose_test_time)}")
+        print("\ntest-time K and T chosen on held-out images, scored on the evaluated ones:\n")
+        print(choice_table(args.out, list(results), args.seeds, slots, iterations))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, metric, args.out / f"learning_curve_{Path(args.preset).stem}.png")

@@ -38,6 +38,8 @@ class SlotAttentionConfig:
     num_iterations: int = option(3, "T, Slot Attention iterations")
     test_iterations: int | None = option(
         None, "Slot Attention iterations in eval mode (default: num_iterations)")
+    test_slots: int | None = option(
+        None, "slots in eval mode (Gaussian initial slots only; default: num_slots)")
     num_channels: int = option(3, "image channels")
     slot_size: int = option(64, "D, the slot size")
     mlp_hidden_size: int = option(128, "hidden width of Slot Attention's residual MLP")
@@ -54,8 +56,12 @@ class SlotAttentionConfig:
         _positive(self, "resolution", "num_slots", "num_iterations", "num_channels",
                   "slot_size", "mlp_hidden_size", "encoder_channels", "encoder_strides",
                   "encoder_kernel_size")
-        if self.test_iterations is not None:
-            _positive(self, "test_iterations")
+        for name in ("test_iterations", "test_slots"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        if self.test_slots not in (None, self.num_slots) and self.slot_init == "learned":
+            raise ValueError(f"test_slots {self.test_slots} needs Gaussian initial slots: "
+                             f"slot_init learned fixes K = {self.num_slots}")
         if len(self.encoder_channels) != len(self.encoder_strides):
             raise ValueError(f"encoder_channels {self.encoder_channels} and encoder_strides "
                              f"{self.encoder_strides} must have the same length")

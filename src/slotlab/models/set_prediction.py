@@ -78,6 +78,8 @@ class SlotAttentionSetPredictor(nn.Module):
     def initial_slots(self, batch_size: int, num_slots: int | None = None,
                       noise: torch.Tensor | None = None) -> torch.Tensor:
         """The starting slots [B, K, D]; `noise` [B, K, D] fixes the Gaussian draw."""
+        if num_slots is None and noise is None and not self.training:
+            num_slots = self.config.test_slots  # eval mode: `test_slots` where set
         return self.slot_init(batch_size, num_slots, noise)
 
     def forward(

@@ -214,7 +214,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     Returns (model, info) with info["task"], info["data"] (training data spec or None),
     info["step"] (or None) and info["config"] (the run's TrainConfig as a dict, or None).
     """
-    from slotlab.models import build_model
     from slotlab.models.pretrained import load_pretrained
 
     path = Path(path)
@@ -243,10 +242,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
             return load_pretrained(path / MODEL_DIR, map_location=str(device)), info
         raise CheckpointError(f"{path} has no checkpoint yet")
     step, checkpoint, state = newest
+    return run_model(path, cfg, state, step, checkpoint).to(device).eval(), {**info, "step": step}
+
+
+def run_model(run_dir: Path, cfg: Any, state: dict, step: int | None, path: Path) -> nn.Module:
+    """The model of a run's checkpoint `state` (of `step`, read from `path`): its averaged
+    weights where it has them, and the test-time settings chosen for that step, if any
+    (`slotlab.train.test_time`)."""
+    from slotlab.models import build_model
+    from slotlab.train.test_time import apply_test_time, recorded_choice
+
     model = build_model(cfg.task, cfg.model)
-    load_weights(model, state.get("ema", state["model"]), checkpoint,
+    load_weights(model, state.get("ema", state["model"]), path,
                  "; this version of slotlab cannot load it")
-    return model.to(device).eval(), {**info, "step": step}
+    choice = recorded_choice(run_dir, step)
+    if choice:
+        apply_test_time(model, **choice)
+    return model
 
 
 def _task_of(model: nn.Module) -> str:

@@ -192,8 +192,9 @@ def _load_for_eval(args: argparse.Namespace, device: Any) -> tuple[Any, dict]:
         list_checkpoints,
         load_checkpoint,
         load_model,
-        load_weights,
+        run_model,
     )
+    from slotlab.train.config import config_from_dict
 
     model, info = load_model(args.path, device=device)
     if args.checkpoint is None:
@@ -211,7 +212,8 @@ def _load_for_eval(args: argparse.Namespace, device: Any) -> tuple[Any, dict]:
         if not path.is_file():
             raise ConfigError(f"checkpoint {path} does not exist")
     state = load_checkpoint(path)
-    load_weights(model, state.get("ema", state["model"]), path)
+    cfg = config_from_dict(info["config"])
+    model = run_model(Path(args.path), cfg, state, state.get("step"), path)
     return model.to(device).eval(), {**info, "step": state.get("step")}
 
 

@@ -99,6 +99,14 @@ class TrainConfig:
     eval_data: str | None = option(
         None, "data spec evaluated during training (default: the held-out split of --data; a "
         "folder given here is evaluated whole)")
+    test_time_slots: tuple[int, ...] = option(
+        (), "after the last step, choose evaluation's number of slots among these (Gaussian "
+        "initial slots) by FG-ARI on held-out images no evaluation scores (train/test_time.py)")
+    test_time_iterations: tuple[int, ...] = option(
+        (), "after the last step, choose evaluation's Slot Attention iterations among these, "
+        "the same way")
+    test_time_num: int = option(
+        256, "held-out images the test-time choice scores (those after the eval_num evaluated)")
     image_every: int = option(5_000, "steps between slot pictures")
     checkpoint_every: int = option(1_000, "steps between checkpoints")
     keep_checkpoints: int = option(3, "checkpoints kept in the run directory")
@@ -131,8 +139,23 @@ class TrainConfig:
                               f"{self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.test_time_slots or self.test_time_iterations:
+            self._check_test_time()
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+    def _check_test_time(self) -> None:
+        if self.task != "object_discovery":
+            raise ConfigError("test_time_slots / test_time_iterations are chosen by FG-ARI: "
+                              "object discovery only")
+        values = (*self.test_time_slots, *self.test_time_iterations, self.test_time_num)
+        if min(values) < 1:
+            raise ConfigError("test_time_slots, test_time_iterations and test_time_num must be "
+                              ">= 1")
+        if (self.model.slot_init == "learned"
+                and set(self.test_time_slots) - {self.model.num_slots}):
+            raise ConfigError(f"test_time_slots needs Gaussian initial slots: slot_init learned "
+                              f"fixes K = {self.model.num_slots}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -37,10 +37,17 @@ from slotlab.train.config import TrainConfig
 from slotlab.train.losses import hungarian_match, pairwise_huber_cost
 
 
+def eval_num_slots(model: nn.Module) -> int:
+    """K in eval mode: the model's `test_slots` where set, else the K it trained with."""
+    return getattr(getattr(model, "config", None), "test_slots", None) or model.num_slots
+
+
 def slot_noise(model: nn.Module, batch: int, generator: torch.Generator,
                num_slots: int | None = None) -> torch.Tensor:
-    """Standard-normal slot-initialisation noise [B, K, D] drawn from `generator` (on CPU)."""
-    return torch.randn(batch, num_slots or model.num_slots, model.slot_size, generator=generator)
+    """Standard-normal slot-initialisation noise [B, K, D] drawn from `generator` (on CPU) for
+    an evaluation: K = `num_slots`, else the model's eval-mode K (`eval_num_slots`)."""
+    return torch.randn(batch, num_slots or eval_num_slots(model), model.slot_size,
+                       generator=generator)
 
 
 def attribute_accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
@@ -192,8 +199,9 @@ def evaluate(
             targets.append(batch["target"].float())
     model.train(was_training)
     result: dict[str, Any] = {"num_images": n, "seed": seed}
-    if num_slots or num_iterations or iterations != sa.num_iterations:
-        result.update(num_slots=num_slots or model.num_slots, num_iterations=iterations)
+    slots = num_slots or eval_num_slots(model)
+    if slots != model.num_slots or iterations != sa.num_iterations:
+        result.update(num_slots=slots, num_iterations=iterations)
     if task == "object_discovery":
         result.update(means.result())
     else:
@@ -264,12 +272,15 @@ def build_eval_dataset(cfg: TrainConfig, train_set: Dataset) -> tuple[Dataset, s
     """The data a run evaluates on and its split: `eval_data` when
     set (a folder is read whole), else the held-out split of the training data (a flat folder's
     held-out tenth); the training split, with a note, where the data has none. A `num` option
-    sizes the training set; only the `eval_num` items evaluation reads are asked for."""
+    sizes the training set; only the items evaluation reads are asked for (`eval_num`, and the
+    `test_time_num` after them a run that chooses its test-time settings scores)."""
     spec = cfg.eval_data or cfg.data
     split = "all" if cfg.eval_data and parse_spec(spec)[0] == "folder" else cfg.eval_split
     options = data_options(cfg, spec)
     if "num" in options:
-        options["num"] = min(int(options["num"]), cfg.eval_num)
+        choosing = cfg.test_time_slots or cfg.test_time_iterations
+        options["num"] = min(int(options["num"]),
+                             cfg.eval_num + (cfg.test_time_num if choosing else 0))
     try:
         dataset = build_dataset(spec, split, cfg.task, **options)
     except DataError as exc:
@@ -343,9 +354,9 @@ def save_pictures(model: nn.Module, dataset: Dataset, task: str, seed: int, path
         save_video_pictures(model, {k: v.to(device) for k, v in batch.items()}, seed, path)
         return
     image = normalize_batch_image(batch["image"].to(device))
-    noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(seed)).to(device)
     was_training = model.training
     model.eval()
+    noise = slot_noise(model, image.shape[0], torch.Generator().manual_seed(seed)).to(device)
     out = model(image, noise=noise, return_all_attention=True)
     model.train(was_training)
     if task == "object_discovery":

@@ -59,6 +59,13 @@ from slotlab.train.step import (
     compute_loss,
     train_step,
 )
+from slotlab.train.test_time import (
+    TEST_TIME_FILE,
+    apply_test_time,
+    choose_test_time,
+    held_out_images,
+    write_choice,
+)
 
 __all__ = ["TrainingStopped", "build_eval_dataset", "compute_loss", "cpu_has_native_bf16",
            "resolve_device", "train"]
@@ -143,15 +150,17 @@ class Due:
     checkpoint: bool
     evaluate: bool
     pictures: bool
+    choose_test_time: bool
 
     @classmethod
     def at(cls, cfg: TrainConfig, step: int, finished: bool, stopping: bool) -> Due:
-        """At `step` of a run: each on its period, everything at the end, a checkpoint on
-        SIGTERM."""
+        """At `step` of a run: each on its period, everything at the end (and there the
+        test-time choice, where the run makes one), a checkpoint on SIGTERM."""
         return cls(step % cfg.log_every == 0 or finished,
                    step % cfg.checkpoint_every == 0 or finished or stopping,
                    step % cfg.eval_every == 0 or finished,
-                   step % cfg.image_every == 0 or finished)
+                   step % cfg.image_every == 0 or finished,
+                   finished and bool(cfg.test_time_slots or cfg.test_time_iterations))
 
     def __bool__(self) -> bool:
         return self.log or self.checkpoint or self.evaluate or self.pictures
@@ -185,6 +194,9 @@ class Report:
         cfg = state.cfg
         self.eval_set, self.eval_split = (build_eval_dataset(cfg, train_set) if is_main
                                           else (None, ""))
+        self.test_time_images = (held_out_images(self.eval_set, cfg.eval_num, cfg.test_time_num)
+                                 if is_main and (cfg.test_time_slots or cfg.test_time_iterations)
+                                 else None)  # too few is refused before the first step
         self.log = MetricsLog(run_dir, state.step) if is_main else None
         self.bar = tqdm(total=cfg.steps, initial=state.step, disable=not progress,
                         dynamic_ncols=True, desc=f"train {cfg.task}")
@@ -223,6 +235,25 @@ class Report:
         atomic_write(path, lambda f: f.write(text.encode()))
         return figures
 
+    def choose_test_time(self) -> None:
+        """Choose the final model's eval-mode K and T (`slotlab.train.test_time`), record the
+        choice in RUN_DIR/test_time.json and apply it to the model that is saved."""
+        state, cfg = self.state, self.state.cfg
+        choice = choose_test_time(state.shown, self.eval_set, cfg.task, cfg.test_time_slots,
+                                  cfg.test_time_iterations, self.test_time_images,
+                                  seed=cfg.seed, batch_size=min(cfg.batch_size, 64),
+                                  device=state.device)
+        write_choice(self.run_dir, {"step": state.step, "data": cfg.eval_data or cfg.data,
+                                    "split": self.eval_split, **choice})
+        apply_test_time(state.shown, **choice["chosen"])
+        best = next(r for r in choice["grid"]
+                    if {k: r[k] for k in choice["chosen"]} == choice["chosen"])
+        first, stop = choice["images"]
+        self.bar.write(f"test time: K = {best['num_slots']}, T = {best['num_iterations']} "
+                       f"(FG-ARI {best['fg_ari']:.4f} on images {first}-{stop - 1} of "
+                       f"{cfg.eval_data or cfg.data} {self.eval_split}; every pair in "
+                       f"{self.run_dir / TEST_TIME_FILE})")
+
     def count_step(self, frames: int = 1) -> None:
         """One step of `cfg.batch_size` examples of `frames` images each (videos: T)."""
         self.images_since += self.state.cfg.batch_size * frames
@@ -248,6 +279,8 @@ class Report:
             self.bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
         if due.checkpoint:
             save_checkpoint(self.run_dir, step, state.state_dict(), keep=cfg.keep_checkpoints)
+        if due.choose_test_time:  # before the last evaluation, which then uses the choice
+            self.choose_test_time()
         if due.evaluate:
             self.last_eval = {**self.evaluate(state.shown),
                               "untrained": self.untrained_figures()}

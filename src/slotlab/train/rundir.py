@@ -3,8 +3,10 @@
 A run directory holds `config.yaml` (the full resolved config), `checkpoints/step_N.pt`
 (`slotlab.train.checkpoint`), `metrics.jsonl` (one JSON object per log line: training
 loss/lr/throughput, and evaluations), one TensorBoard event file in `tensorboard/` (the same
-scalars, and the slot pictures as images), slot pictures in `images/`, and at the end `model/`
-(safetensors + config.json, loadable with `slotlab.load_pretrained`).
+scalars, and the slot pictures as images), slot pictures in `images/`, `untrained.json` (the
+starting model's figures), and at the end `model/` (safetensors + config.json, loadable with
+`slotlab.load_pretrained`) and, for a run that chooses its test-time K and T, `test_time.json`
+(`slotlab.train.test_time`).
 
 A resumed run continues both logs from the step it resumes at: what was logged after that step
 (by a run stopped between checkpoints) is dropped, and the TensorBoard events logged up to it are

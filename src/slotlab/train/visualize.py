@@ -508,6 +508,7 @@ def visualize(
         the path written.
     """
     from slotlab.train.checkpoint import load_model
+    from slotlab.train.evaluate import slot_noise
 
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ConfigError(f"--num must be a positive integer, got {num!r}")
@@ -541,10 +542,7 @@ def visualize(
 
         images = resize_image(images, tuple(resolution)).clamp(-1.0, 1.0)
 
-    num_slots = model.num_slots
-    slot_size = model.slot_attention.slot_size
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(len(samples), num_slots, slot_size, generator=generator).to(device_obj)
+    noise = slot_noise(model, len(samples), torch.Generator().manual_seed(seed)).to(device_obj)
     with torch.no_grad():
         output = model(images, noise=noise, return_all_attention=True,
                        num_iterations=num_iterations)
