@@ -3,6 +3,7 @@ recorded in test_time.json and the saved model, and used by `slotlab eval` of th
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -33,10 +34,13 @@ def test_candidates_put_the_models_own_settings_first_once():
 
 
 def test_the_held_out_images_follow_the_evaluated_ones():
-    assert held_out_images(range(500), 256, 256) == range(256, 500)
-    assert held_out_images(range(1000), 256, 100) == range(256, 356)
+    with_masks = [{"mask": None}] * 1000
+    assert held_out_images(with_masks[:500], 256, 256) == range(256, 500)
+    assert held_out_images(with_masks, 256, 100) == range(256, 356)
     with pytest.raises(ConfigError, match="at least 64 held-out images after the 256"):
         held_out_images(range(300), 256, 256)
+    with pytest.raises(ConfigError, match="needs ground-truth masks"):
+        held_out_images([{"image": None}] * 400, 256, 256)
 
 
 def test_test_slots_set_the_eval_mode_number_of_slots():
@@ -108,16 +112,22 @@ def test_a_choice_for_another_step_is_not_used_and_a_damaged_file_is_one_line(tm
         recorded_choice(tmp_path, 10)
 
 
-def test_too_few_held_out_images_are_refused_before_training(tmp_path, capsys):
+@pytest.mark.parametrize("case", ["too few images", "no masks"])
+def test_without_held_out_images_to_choose_on_the_run_says_so_and_trains(tmp_path, capsys, case):
     data = write_folder(tmp_path / "data", num=8)
+    held_out = write_folder(tmp_path / "held_out", num=8 if case == "too few images" else 80)
+    if case == "no masks":
+        shutil.rmtree(held_out / "masks")
     run = tmp_path / "run"
     assert main(["train", "object-discovery", "--preset", str(write_preset(tmp_path / "t.yaml")),
-                 "--data", f"folder:{data}", "--eval-data", f"folder:{data}", "--out", str(run),
-                 "--test-time-iterations", "1,3", *TINY_ARGS]) == 2
-    err = capsys.readouterr().err
-    assert "needs at least 64 held-out images after the 8" in err
-    assert len(err.strip().splitlines()) == 1
-    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+                 "--data", f"folder:{data}", "--eval-data", f"folder:{held_out}", "--out",
+                 str(run), "--test-time-iterations", "1,5", *TINY_ARGS]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "test-time" in line]
+    reason = ("needs at least 64 held-out images after the 8" if case == "too few images"
+              else "needs ground-truth masks")
+    assert len(notes) == 1 and reason in notes[0] and "evaluation runs K = 4, T = 3" in notes[0]
+    assert not (run / TEST_TIME_FILE).exists()
+    assert load_pretrained(run / "model").slot_attention.iterations() == 3
 
 
 def test_evaluate_reports_the_eval_mode_slots(tmp_path):

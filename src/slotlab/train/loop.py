@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from slotlab.errors import SlotlabError
+from slotlab.errors import ConfigError, SlotlabError
 from slotlab.io import atomic_write
 from slotlab.models.pretrained import save_pretrained
 from slotlab.train.batches import build_train_dataset, next_batch, training_batches
@@ -63,6 +63,7 @@ from slotlab.train.test_time import (
     TEST_TIME_FILE,
     apply_test_time,
     choose_test_time,
+    eval_settings,
     held_out_images,
     write_choice,
 )
@@ -194,9 +195,8 @@ class Report:
         cfg = state.cfg
         self.eval_set, self.eval_split = (build_eval_dataset(cfg, train_set) if is_main
                                           else (None, ""))
-        self.test_time_images = (held_out_images(self.eval_set, cfg.eval_num, cfg.test_time_num)
-                                 if is_main and (cfg.test_time_slots or cfg.test_time_iterations)
-                                 else None)  # too few is refused before the first step
+        self.test_time_images = (self.held_out_for_choice() if is_main and
+                                 (cfg.test_time_slots or cfg.test_time_iterations) else None)
         self.log = MetricsLog(run_dir, state.step) if is_main else None
         self.bar = tqdm(total=cfg.steps, initial=state.step, disable=not progress,
                         dynamic_ncols=True, desc=f"train {cfg.task}")
@@ -234,6 +234,18 @@ class Report:
         text = json.dumps({"data": scored, "metrics": figures}, indent=1)
         atomic_write(path, lambda f: f.write(text.encode()))
         return figures
+
+    def held_out_for_choice(self) -> range | None:
+        """The images the test-time choice scores; None, with a note, where the evaluation data
+        cannot give them (the run then evaluates with the model's own K and T)."""
+        cfg = self.state.cfg
+        try:
+            return held_out_images(self.eval_set, cfg.eval_num, cfg.test_time_num)
+        except ConfigError as exc:
+            k, t = eval_settings(cfg.model)
+            print(f"note: no test-time choice: {exc}; evaluation runs K = {k}, T = {t}",
+                  file=sys.stderr)
+            return None
 
     def choose_test_time(self) -> None:
         """Choose the final model's eval-mode K and T (`slotlab.train.test_time`), record the
@@ -279,7 +291,7 @@ class Report:
             self.bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
         if due.checkpoint:
             save_checkpoint(self.run_dir, step, state.state_dict(), keep=cfg.keep_checkpoints)
-        if due.choose_test_time:  # before the last evaluation, which then uses the choice
+        if due.choose_test_time and self.test_time_images:  # before the last evaluation
             self.choose_test_time()
         if due.evaluate:
             self.last_eval = {**self.evaluate(state.shown),

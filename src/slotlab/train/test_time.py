@@ -7,7 +7,9 @@ last step is taken, every pair (K, T) of those lists on held-out images its eval
 score (the `test_time_num` images after the first `eval_num` of its evaluation data), keeps the
 best by FG-ARI (the model's own settings on a tie), and records the choice: in the final model's
 config (`test_slots`, `test_iterations`) and in RUN_DIR/test_time.json (every pair's figures,
-which images, the step). `slotlab eval` and `slotlab visualize` of the run then use it.
+which images, the step). `slotlab eval` and `slotlab visualize` of the run then use it. Where
+the evaluation data has too few images for it, or no masks, the run says so before its first
+step, trains, and evaluates with the model's own settings.
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ def candidates(config: Any, slots: Sequence[int], iterations: Sequence[int]
 
 
 def held_out_images(dataset: Dataset, eval_num: int, num: int) -> range:
-    """The indices the choice scores: up to `num` after the first `eval_num`; fewer than
-    MIN_IMAGES is one ConfigError line."""
+    """The indices the choice scores: up to `num` after the first `eval_num`. Fewer than
+    MIN_IMAGES, or images without masks, is one ConfigError line saying so."""
     images = range(eval_num, min(eval_num + num, len(dataset)))
     if len(images) < MIN_IMAGES:
         raise ConfigError(
             f"choosing test-time settings needs at least {MIN_IMAGES} held-out images after the "
-            f"{eval_num} each evaluation scores; the evaluation data has {len(dataset)} in all: "
-            "give a larger --eval-data, or a smaller --eval-num")
+            f"{eval_num} each evaluation scores; the evaluation data has {len(dataset)} in all "
+            "(give a larger --eval-data, or a smaller --eval-num)")
+    if "mask" not in dataset[images.start]:
+        raise ConfigError("choosing test-time settings needs ground-truth masks; the evaluation "
+                          "data has none")
     return images
 
 
@@ -74,9 +79,6 @@ def choose_test_time(model: nn.Module, dataset: Dataset, task: str, slots: Seque
     for k, t in candidates(model.config, slots, iterations):
         metrics = evaluate(model, subset, task, batch_size=batch_size, seed=seed, device=device,
                            num_slots=k, num_iterations=t)
-        if "fg_ari" not in metrics:
-            raise ConfigError("choosing test-time settings needs ground-truth masks; the "
-                              "evaluation data has none")
         grid.append({"num_slots": k, "num_iterations": t,
                      **{key: metrics[key] for key in SHOWN if key in metrics}})
     best = max(grid, key=lambda row: -math.inf if math.isnan(row["fg_ari"]) else row["fg_ari"])
