@@ -41,6 +41,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 VARIANTS = {
     "baseline": {},
@@ -226,29 +227,35 @@ def step_table(run_dirs: list[Path]) -> str:
     return "\n".join(rows)
 
 
-def test_time_table(out: Path, keys: list[str], seeds: list[int],
-                    settings: list[tuple[int, int]], metrics: list[str]) -> str:
-    """Evaluate each run's final model (runs under OUT/KEY/seedK, KEY = VARIANT or
-    DATASET/VARIANT) with other slot counts K and iterations T than it was trained with (same
-    held-out split and number of images as the run's evaluations)."""
+def final_model_and_data(run: Path, **changes: Any) -> tuple[Any, Any, Any]:
+    """(config, final model, evaluation data) of a run directory, the config with `changes`
+    (the data is built from the changed config)."""
     import yaml
 
     from slotlab.data.build import build_dataset
     from slotlab.models.pretrained import load_pretrained
     from slotlab.train.config import config_from_dict
+    from slotlab.train.evaluate import build_eval_dataset
+
+    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text())).replace(**changes)
+    train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options.kwargs())
+    dataset, _ = build_eval_dataset(cfg, train_set)  # what the run evaluated on
+    return cfg, load_pretrained(run / "model"), dataset
+
+
+def test_time_table(out: Path, keys: list[str], seeds: list[int],
+                    settings: list[tuple[int, int]], metrics: list[str]) -> str:
+    """Evaluate each run's final model (runs under OUT/KEY/seedK, KEY = VARIANT or
+    DATASET/VARIANT) with other slot counts K and iterations T than it was trained with (same
+    held-out split and number of images as the run's evaluations)."""
     from slotlab.train.evaluate import evaluate
-    from slotlab.train.loop import build_eval_dataset
 
     rows = ["| run | K | T | " + " | ".join(f"{m} mean ± std (min)" for m in metrics) + " |",
             "|---|---|---|" + "---|" * len(metrics)]
     for key in keys:
         by_setting: dict[tuple[int, int], list[dict]] = {}
         for seed in seeds:
-            run = out / key / f"seed{seed}"
-            cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-            model = load_pretrained(run / "model")
-            train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options.kwargs())
-            dataset, _ = build_eval_dataset(cfg, train_set)  # what the run evaluated on
+            cfg, model, dataset = final_model_and_data(out / key / f"seed{seed}")
             trained = (model.num_slots, model.config.num_iterations)
             for k, t in [trained, *settings]:
                 if k != trained[0] and model.config.slot_init == "learned":
@@ -268,12 +275,7 @@ def choice_table(out: Path, keys: list[str], seeds: list[int], slots: list[int],
     / `test_time_iterations` chooses it (`slotlab.train.test_time`: by FG-ARI on the held-out
     images after those its evaluations score), then FG-ARI / mBO on the scored images with the
     trained eval-mode settings and with the choice."""
-    import yaml
-
-    from slotlab.data.build import build_dataset
-    from slotlab.models.pretrained import load_pretrained
-    from slotlab.train.config import config_from_dict
-    from slotlab.train.evaluate import build_eval_dataset, evaluate
+    from slotlab.train.evaluate import evaluate
     from slotlab.train.test_time import choose_test_time, eval_settings, held_out_images
 
     rows = ["| run | seed | held-out images | K, T | chosen K, T | FG-ARI / mBO | with the "
@@ -281,12 +283,9 @@ def choice_table(out: Path, keys: list[str], seeds: list[int], slots: list[int],
             "|---|---|---|---|---|---|---|"]
     for key in keys:
         for seed in seeds:
-            run = out / key / f"seed{seed}"
-            cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-            cfg = cfg.replace(test_time_slots=tuple(slots), test_time_iterations=tuple(iterations))
-            model = load_pretrained(run / "model")
-            train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options.kwargs())
-            dataset, _ = build_eval_dataset(cfg, train_set)
+            cfg, model, dataset = final_model_and_data(
+                out / key / f"seed{seed}", test_time_slots=tuple(slots),
+                test_time_iterations=tuple(iterations))
             images = held_out_images(dataset, cfg.eval_num, cfg.test_time_num)
             chosen = choose_test_time(model, dataset, cfg.task, slots, iterations, images,
                                       seed=cfg.seed)["chosen"]

@@ -139,10 +139,15 @@ class TrainConfig:
                               f"{self.ema_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be > 0, got {self.grad_clip}")
-        if self.test_time_slots or self.test_time_iterations:
+        if self.chooses_test_time:
             self._check_test_time()
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+    @property
+    def chooses_test_time(self) -> bool:
+        """Whether the run chooses evaluation's K and T after its last step."""
+        return bool(self.test_time_slots or self.test_time_iterations)
 
     def _check_test_time(self) -> None:
         if self.task != "object_discovery":

@@ -278,9 +278,8 @@ def build_eval_dataset(cfg: TrainConfig, train_set: Dataset) -> tuple[Dataset, s
     split = "all" if cfg.eval_data and parse_spec(spec)[0] == "folder" else cfg.eval_split
     options = data_options(cfg, spec)
     if "num" in options:
-        choosing = cfg.test_time_slots or cfg.test_time_iterations
         options["num"] = min(int(options["num"]),
-                             cfg.eval_num + (cfg.test_time_num if choosing else 0))
+                             cfg.eval_num + (cfg.test_time_num if cfg.chooses_test_time else 0))
     try:
         dataset = build_dataset(spec, split, cfg.task, **options)
     except DataError as exc:

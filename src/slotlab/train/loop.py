@@ -161,7 +161,7 @@ class Due:
                    step % cfg.checkpoint_every == 0 or finished or stopping,
                    step % cfg.eval_every == 0 or finished,
                    step % cfg.image_every == 0 or finished,
-                   finished and bool(cfg.test_time_slots or cfg.test_time_iterations))
+                   finished and cfg.chooses_test_time)
 
     def __bool__(self) -> bool:
         return self.log or self.checkpoint or self.evaluate or self.pictures
@@ -195,8 +195,8 @@ class Report:
         cfg = state.cfg
         self.eval_set, self.eval_split = (build_eval_dataset(cfg, train_set) if is_main
                                           else (None, ""))
-        self.test_time_images = (self.held_out_for_choice() if is_main and
-                                 (cfg.test_time_slots or cfg.test_time_iterations) else None)
+        self.test_time_images = (self.held_out_for_choice() if is_main and cfg.chooses_test_time
+                                 else None)
         self.log = MetricsLog(run_dir, state.step) if is_main else None
         self.bar = tqdm(total=cfg.steps, initial=state.step, disable=not progress,
                         dynamic_ncols=True, desc=f"train {cfg.task}")
