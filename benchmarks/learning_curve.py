@@ -230,14 +230,12 @@ def step_table(run_dirs: list[Path]) -> str:
 def final_model_and_data(run: Path, **changes: Any) -> tuple[Any, Any, Any]:
     """(config, final model, evaluation data) of a run directory, the config with `changes`
     (the data is built from the changed config)."""
-    import yaml
-
     from slotlab.data.build import build_dataset
     from slotlab.models.pretrained import load_pretrained
-    from slotlab.train.config import config_from_dict
+    from slotlab.train.checkpoint import read_run_config
     from slotlab.train.evaluate import build_eval_dataset
 
-    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text())).replace(**changes)
+    cfg = read_run_config(run).replace(**changes)
     train_set = build_dataset(cfg.data, "train", cfg.task, **cfg.data_options.kwargs())
     dataset, _ = build_eval_dataset(cfg, train_set)  # what the run evaluated on
     return cfg, load_pretrained(run / "model"), dataset
