@@ -340,17 +340,18 @@ def describe_machine(device: torch.device) -> str:
 
 def format_table(rows: list[dict], peaks: dict[str, float]) -> str:
     head = ("| config | mode | batch | train img/s | infer img/s | peak MiB | train GFLOP/img "
-            "| train TFLOP/s | % of peak |")
-    lines = [head, "|" + "---|" * 9]
+            "| train TFLOP/s | % of peak | warm-up s |")
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['config']} | {r['mode']} | | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['config']} | {r['mode']} | | failed: {r['error']} | | | | | | |")
             continue
         peak = peaks[r["mode"].split("-")[0]]  # the arithmetic: fp32, tf32 or bf16
         lines.append(
             f"| {r['config']} | {r['mode']} | {r['batch_size']} | {r['train_img_s']:.1f} "
             f"| {r['infer_img_s']:.1f} | {r['peak_mem_mib']:.0f} | {r['train_gflop_per_img']:.2f} "
-            f"| {r['train_tflop_s']:.3f} | {100 * r['train_tflop_s'] / peak:.1f} |")
+            f"| {r['train_tflop_s']:.3f} | {100 * r['train_tflop_s'] / peak:.1f} "
+            f"| {r['warmup_s']:.1f} |")
     return "\n".join(lines)
 
 

@@ -174,11 +174,12 @@ def subpixel_is_faster(x: torch.Tensor) -> bool:
             enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
         if not (enabled and dtype == torch.bfloat16):
             return False
-    return not (_cpu_has_amx() and torch.is_grad_enabled())
+    return not (cpu_has_amx() and torch.is_grad_enabled())
 
 
 @functools.cache
-def _cpu_has_amx() -> bool:
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later)."""
     try:
         return bool(torch.cpu._is_amx_tile_supported())
     except AttributeError:  # an older torch
