@@ -308,7 +308,7 @@ def test_cpu_has_native_bf16_reads_the_cpu(monkeypatch):
 @pytest.mark.parametrize("amx", [False, True])
 def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeypatch, amx):
     """Without --compile / --no-compile: compiled for object discovery on a CPU with AMX and a
-    C++ compiler in runs of 5,000 steps or more (and 10 minutes or more of a time budget);
+    C++ compiler in runs of 3,000 steps or more (and 10 minutes or more of a time budget);
     otherwise not. An explicit choice always wins. `build_state` compiles what it resolves."""
     from slotlab.train import runtime
     from slotlab.train.config import make_config
@@ -321,6 +321,7 @@ def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeyp
     assert runtime.resolve_compile(None, od, cpu, 10**9, 60.0) is amx
     assert runtime.resolve_compile(None, od, cpu, 10**9, 5.0) is False  # too short to pay back
     assert runtime.resolve_compile(None, od, cpu, 1_000, None) is False
+    assert runtime.resolve_compile(None, od, cpu, 3_000, None) is amx  # from the threshold on
     assert runtime.resolve_compile(None, "set_prediction", cpu, 30_000, None) is False
     assert runtime.resolve_compile(None, od, torch.device("cuda"), 30_000, None) is False
     assert runtime.resolve_compile(False, od, cpu, 30_000, None) is False

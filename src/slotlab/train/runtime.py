@@ -127,8 +127,10 @@ def resolve_bf16(bf16: bool | None, device: torch.device) -> bool:
     return device.type == "cpu" and bool(cpu_has_native_bf16())
 
 
-# A run compiles by default only when it is long enough to pay the compile time back.
-COMPILE_MIN_STEPS = 5_000
+# A run compiles by default only when it is long enough to pay the compile time back: with AMX
+# compiled training broke even after 76-1,354 steps (0.5-3.3 minutes) on the object-discovery
+# presets and od-official, the first (uncached) compile counted (benchmarks/README.md).
+COMPILE_MIN_STEPS = 3_000
 COMPILE_MIN_MINUTES = 10.0
 
 
@@ -136,11 +138,10 @@ def resolve_compile(compile: bool | None, task: str, device: torch.device, steps
                     max_minutes: float | None) -> bool:
     """torch.compile as asked, or by default (None): on for object discovery on a CPU with AMX
     in a run of at least COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time
-    budget ends it first), where a C++ compiler is found. There compiled training (with
-    channels_last) measured 1.0-1.5x faster on every small object-discovery preset, the compile
-    time of the first steps counted (benchmarks/README.md). Off elsewhere: on an AMD EPYC with
-    AVX512-BF16 it trained `cpu-sprites-64` slower, it halved set prediction, and CUDA has not
-    been measured."""
+    budget ends it first), where a C++ compiler is found. There compiled training trained
+    1.15-1.37x faster on every object-discovery preset and od-official. Off elsewhere: on an AMD
+    EPYC with AVX512-BF16 it trained `cpu-sprites-64` slower, it halved set prediction, video
+    and CUDA have not been measured."""
     if compile is not None:
         return compile
     long_run = steps >= COMPILE_MIN_STEPS and (max_minutes is None

@@ -145,6 +145,10 @@ def build_state(cfg: TrainConfig, device: torch.device,
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     compiled = resolve_compile(cfg.compile, cfg.task, device, cfg.steps, cfg.max_minutes)
+    if compiled and cfg.compile is None:
+        # Compiling by default must not cost the run: where the backend cannot build (a broken
+        # C++ toolchain, say), torch.compile warns and the step runs uncompiled.
+        torch._dynamo.config.suppress_errors = True
     if compiled or cfg.cuda_graphs:  # CUDA graphs come through compile's reduce-overhead
         forward = torch.compile(forward, mode="reduce-overhead" if cfg.cuda_graphs else None)
     part = dist_info.part(cfg.batch_size)
