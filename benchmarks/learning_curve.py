@@ -357,6 +357,9 @@ def main() -> None:
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                         help="bf16 autocast (default: slotlab train's, on for a CPU with "
                         "AVX512-BF16 or AMX)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                        help="torch.compile (default: slotlab train's, on for object discovery "
+                        "on a CPU with AMX in runs of 10 minutes or more)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads per run (e.g. 1 when running seeds side by side)")
     args = parser.parse_args()
@@ -367,6 +370,8 @@ def main() -> None:
     extra = {"data": args.data} if args.data else {}
     if args.bf16 is not None:
         extra["bf16"] = args.bf16
+    if args.compile is not None:
+        extra["compile"] = args.compile
     if args.threads:
         import torch
 

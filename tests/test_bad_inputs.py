@@ -382,6 +382,7 @@ def test_ctrl_c_during_training_writes_a_checkpoint_and_exits_130(world, tmp_pat
                         ("--eval-every", "100000"), ("--image-every", "100000"),
                         ("--num-workers", "2")):
         argv[argv.index(flag) + 1] = value
+    argv.append("--no-compile")  # a long run compiles by default with AMX: not what is tested
     proc = subprocess.Popen([sys.executable, "-m", "slotlab.cli", *argv], cwd=REPO,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     metrics = run / "metrics.jsonl"

@@ -36,7 +36,7 @@ def test_strided_layer_in_cpu_bf16_takes_the_subpixel_path_and_matches(kernel, m
     TF-SAME size."""
     import slotlab.nn.layers as layers
 
-    monkeypatch.setattr(layers, "_cpu_has_amx", lambda: False)
+    monkeypatch.setattr(layers, "cpu_has_amx", lambda: False)
     torch.manual_seed(0)
     layer = ConvTranspose2dSame(8, 6, kernel, 2)
     x = torch.randn(2, 8, 5, 7)
@@ -62,12 +62,12 @@ def test_strided_layer_in_cpu_bf16_takes_the_subpixel_path_and_matches(kernel, m
 def test_with_amx_bf16_trains_on_onednn_transposed_convolution(monkeypatch):
     import slotlab.nn.layers as layers
 
-    monkeypatch.setattr(layers, "_cpu_has_amx", lambda: True)
+    monkeypatch.setattr(layers, "cpu_has_amx", lambda: True)
     x = torch.randn(1, 2, 3, 3)
     assert not layers.subpixel_is_faster(x.bfloat16())  # training
     with torch.no_grad():
         assert layers.subpixel_is_faster(x.bfloat16())  # inference
-    monkeypatch.setattr(layers, "_cpu_has_amx", lambda: False)
+    monkeypatch.setattr(layers, "cpu_has_amx", lambda: False)
     assert layers.subpixel_is_faster(x.bfloat16()) and not layers.subpixel_is_faster(x)
 
 

@@ -1,6 +1,8 @@
 """The training step in passes (`micro_batch`): the same loss and gradients as the whole batch
 in one pass, for every task."""
 
+import warnings
+
 import pytest
 import torch
 from torch.utils.data import default_collate
@@ -26,9 +28,9 @@ SETTINGS = {
 }
 
 
-def gradients(task, micro_batch):
+def gradients(task, micro_batch, compile=False, **options):
     cfg = make_config(None, task=task, batch_size=6, micro_batch=micro_batch, bf16=False,
-                      **SETTINGS[task])  # float32 sums, whatever the CPU's default
+                      compile=compile, **SETTINGS[task], **options)  # float32, whatever the CPU
     torch.manual_seed(0)
     state = build_state(cfg, torch.device("cpu"))
     dataset = build_dataset(cfg.data, "train", task, **cfg.data_options.kwargs())
@@ -51,6 +53,46 @@ def test_passes_of_a_step_sum_to_the_whole_batch(task):
     for name, grad in whole.items():  # float32 sums in another order
         torch.testing.assert_close(parts[name], grad, rtol=1e-4, atol=1e-5 * biggest,
                                    msg=name)
+
+
+def test_compiled_step_gives_the_plain_steps_loss_and_gradients():
+    """torch.compile (on by default for long object-discovery runs on CPUs with AMX): the same
+    loss and gradients as the plain model in float32, and no warnings on the way."""
+    _, plain_loss, plain = gradients("object_discovery", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, compiled_loss, compiled = gradients("object_discovery", None, compile=True)
+    # what a user sees by default (torch's own DeprecationWarnings are hidden outside __main__)
+    assert not [f"{w.category.__name__}: {w.message}" for w in caught
+                if not issubclass(w.category, DeprecationWarning)]
+    torch.testing.assert_close(compiled_loss, plain_loss, rtol=1e-5, atol=1e-6)
+    assert compiled.keys() == plain.keys()
+    biggest = max(float(g.abs().max()) for g in plain.values())
+    for name, grad in plain.items():  # fused kernels sum the bias gradients in another order
+        torch.testing.assert_close(compiled[name], grad, rtol=1e-3, atol=1e-4 * biggest,
+                                   msg=name)
+
+
+def test_compile_by_default_that_cannot_build_trains_uncompiled(monkeypatch, tmp_path):
+    """Compiling by default never stops a run: where the backend cannot build (here a C++
+    compiler that does not exist), the step warns and runs uncompiled, with the plain loss."""
+    from slotlab.train import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing built before
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("no-such-c++",))
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)
+    _, plain_loss, plain = gradients("object_discovery", None)
+    torch._dynamo.reset()
+    try:
+        _, loss, grads = gradients("object_discovery", None, compile=None, steps=30_000)
+    finally:
+        torch._dynamo.reset()
+    assert torch._dynamo.config.suppress_errors  # the default chose to compile
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-6, atol=1e-7)
+    assert grads.keys() == plain.keys()
 
 
 def test_micro_batch_must_be_positive():

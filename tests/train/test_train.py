@@ -303,3 +303,34 @@ def test_cpu_has_native_bf16_reads_the_cpu(monkeypatch):
     assert runtime.cpu_has_native_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert runtime.cpu_has_native_bf16() is True
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeypatch, amx):
+    """Without --compile / --no-compile: compiled for object discovery on a CPU with AMX and a
+    C++ compiler in runs of 3,000 steps or more (and 10 minutes or more of a time budget);
+    otherwise not. An explicit choice always wins. `build_state` compiles what it resolves."""
+    from slotlab.train import runtime
+    from slotlab.train.config import make_config
+    from slotlab.train.step import build_state
+
+    cpu, od = torch.device("cpu"), "object_discovery"
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert runtime.resolve_compile(None, od, cpu, 30_000, None) is amx
+    assert runtime.resolve_compile(None, od, cpu, 10**9, 60.0) is amx
+    assert runtime.resolve_compile(None, od, cpu, 10**9, 5.0) is False  # too short to pay back
+    assert runtime.resolve_compile(None, od, cpu, 1_000, None) is False
+    assert runtime.resolve_compile(None, od, cpu, 3_000, None) is amx  # from the threshold on
+    assert runtime.resolve_compile(None, "set_prediction", cpu, 30_000, None) is False
+    assert runtime.resolve_compile(None, od, torch.device("cuda"), 30_000, None) is False
+    assert runtime.resolve_compile(False, od, cpu, 30_000, None) is False
+    assert runtime.resolve_compile(True, "set_prediction", cpu, 10, None) is True
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no C++ compiler
+    assert runtime.resolve_compile(None, od, cpu, 30_000, None) is False
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
+
+    for steps, compiled in [(30_000, amx), (100, False)]:
+        cfg = make_config(task=od, model=TINY_MODEL, steps=steps, device="cpu")
+        state = build_state(cfg, cpu)
+        assert (state.forward is not state.model) is compiled

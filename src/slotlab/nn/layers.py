@@ -8,7 +8,6 @@ official checkpoints give the official outputs.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -174,15 +173,22 @@ def subpixel_is_faster(x: torch.Tensor) -> bool:
             enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
         if not (enabled and dtype == torch.bfloat16):
             return False
-    return not (_cpu_has_amx() and torch.is_grad_enabled())
+    return not (cpu_has_amx() and torch.is_grad_enabled())
 
 
-@functools.cache
-def _cpu_has_amx() -> bool:
+def _amx_tiles() -> bool:
     try:
         return bool(torch.cpu._is_amx_tile_supported())
     except AttributeError:  # an older torch
         return False
+
+
+_CPU_HAS_AMX = _amx_tiles()  # read once: torch.compile traces a module constant, not the call
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later)."""
+    return _CPU_HAS_AMX
 
 
 def conv_transpose2d_subpixel(

@@ -192,29 +192,32 @@ def _load_for_eval(args: argparse.Namespace, device: Any) -> tuple[Any, dict]:
         list_checkpoints,
         load_checkpoint,
         load_model,
+        read_run_config,
         run_model,
     )
-    from slotlab.train.config import config_from_dict
 
-    model, info = load_model(args.path, device=device)
     if args.checkpoint is None:
-        return model, info
-    if info["config"] is None:
-        raise ConfigError(f"{args.path} is a model directory: --checkpoint needs a run directory")
+        return load_model(args.path, device=device)
+    run_dir = Path(args.path)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml): --checkpoint "
+                          "needs one")
+    cfg = read_run_config(run_dir)
     if args.checkpoint.isdigit():
-        path = checkpoint_path(Path(args.path), int(args.checkpoint))
+        path = checkpoint_path(run_dir, int(args.checkpoint))
         if not path.is_file():
-            steps = [str(step) for step, _ in list_checkpoints(Path(args.path))]
-            raise ConfigError(f"{args.path} has no checkpoint of step {args.checkpoint}; it has "
+            steps = [str(step) for step, _ in list_checkpoints(run_dir)]
+            raise ConfigError(f"{run_dir} has no checkpoint of step {args.checkpoint}; it has "
                               f"steps {', '.join(steps) or 'none'}")
     else:
         path = Path(args.checkpoint)
         if not path.is_file():
             raise ConfigError(f"checkpoint {path} does not exist")
     state = load_checkpoint(path)
-    cfg = config_from_dict(info["config"])
-    model = run_model(Path(args.path), cfg, state, state.get("step"), path)
-    return model.to(device).eval(), {**info, "step": state.get("step")}
+    model = run_model(run_dir, cfg, state, state.get("step"), path)
+    info = {"task": cfg.task, "data": cfg.data, "step": state.get("step"),
+            "config": cfg.to_dict()}
+    return model.to(device).eval(), info
 
 
 def run_eval(args: argparse.Namespace) -> int:

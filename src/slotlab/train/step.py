@@ -26,7 +26,13 @@ from slotlab.train.checkpoint import load_weights
 from slotlab.train.config import TrainConfig
 from slotlab.train.ema import ema_decay_at, make_ema, update_ema
 from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
-from slotlab.train.runtime import Distributed, resolve_bf16, rng_state, set_rng_state
+from slotlab.train.runtime import (
+    Distributed,
+    resolve_bf16,
+    resolve_compile,
+    rng_state,
+    set_rng_state,
+)
 
 NEW_RUN_HINT = "; start a new run with --out"
 # On the CPU a step runs in passes of at most this many examples: the activations of a large
@@ -138,7 +144,12 @@ def build_state(cfg: TrainConfig, device: torch.device,
     if dist_info.enabled:
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile or cfg.cuda_graphs:  # CUDA graphs come through compile's reduce-overhead
+    compiled = resolve_compile(cfg.compile, cfg.task, device, cfg.steps, cfg.max_minutes)
+    if compiled and cfg.compile is None:
+        # Compiling by default must not cost the run: where the backend cannot build (a broken
+        # C++ toolchain, say), torch.compile warns and the step runs uncompiled.
+        torch._dynamo.config.suppress_errors = True
+    if compiled or cfg.cuda_graphs:  # CUDA graphs come through compile's reduce-overhead
         forward = torch.compile(forward, mode="reduce-overhead" if cfg.cuda_graphs else None)
     part = dist_info.part(cfg.batch_size)
     micro_batch = cfg.micro_batch or (part[1] - part[0] if device.type == "cuda" else
