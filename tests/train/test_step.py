@@ -1,6 +1,7 @@
 """The training step in passes (`micro_batch`): the same loss and gradients as the whole batch
 in one pass, for every task."""
 
+import shutil
 import warnings
 
 import pytest
@@ -55,6 +56,8 @@ def test_passes_of_a_step_sum_to_the_whole_batch(task):
                                    msg=name)
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile on the CPU builds its kernels with a C++ compiler")
 def test_compiled_step_gives_the_plain_steps_loss_and_gradients():
     """torch.compile (on by default for long object-discovery runs on CPUs with AMX): the same
     loss and gradients as the plain model in float32, and no warnings on the way."""
