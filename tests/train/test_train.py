@@ -333,4 +333,4 @@ def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeyp
     for steps, compiled in [(30_000, amx), (100, False)]:
         cfg = make_config(task=od, model=TINY_MODEL, steps=steps, device="cpu")
         state = build_state(cfg, cpu)
-        assert (state.forward is not state.model) is compiled
+        assert (state.forward is not state.model) is compiled and state.compiled is compiled

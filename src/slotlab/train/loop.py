@@ -97,6 +97,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict[
     state = build_state(cfg, device, dist_info)
     if dist_info.is_main:
         warn_emulated_bf16(state.bf16, device)
+        if state.compiled and cfg.compile is None:
+            print("note: torch.compile is on by default for this run (--no-compile to skip); its "
+                  "first step takes tens of seconds longer", file=sys.stderr)
     if newest is not None:
         state.load_state_dict(newest[2], newest[0], newest[1])
         if dist_info.is_main:

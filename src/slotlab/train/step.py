@@ -56,6 +56,7 @@ class TrainState:
     part: tuple[int, int]  # this process's slice [lo, hi) of each global batch
     micro_batch: int  # examples per forward/backward pass of a step
     bf16: bool  # bf16 autocast (cfg.bf16, or the device's default)
+    compiled: bool  # torch.compile (cfg.compile, or the device's default for the run)
     step: int = 0
     train_seconds: float = 0.0
 
@@ -156,7 +157,7 @@ def build_state(cfg: TrainConfig, device: torch.device,
                                       CPU_MICRO_BATCH)
     return TrainState(cfg, device, model, forward, optimizer, ema, memory_format,
                       torch.Generator().manual_seed(cfg.seed + 1), part, micro_batch,
-                      resolve_bf16(cfg.bf16, device))
+                      resolve_bf16(cfg.bf16, device), compiled)
 
 
 def video_forward(model: nn.Module, batch: dict[str, torch.Tensor],
