@@ -359,7 +359,7 @@ def main() -> None:
                         "AVX512-BF16 or AMX)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
                         help="torch.compile (default: slotlab train's, on for object discovery "
-                        "on a CPU with AMX in runs of 10 minutes or more)")
+                        "on a CPU with AMX in runs of 3,000 steps and 10 minutes or more)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads per run (e.g. 1 when running seeds side by side)")
     args = parser.parse_args()
