@@ -1,7 +1,6 @@
 """The training step in passes (`micro_batch`): the same loss and gradients as the whole batch
 in one pass, for every task."""
 
-import shutil
 import warnings
 
 import pytest
@@ -11,6 +10,7 @@ from torch.utils.data import default_collate
 from slotlab.data import build_dataset
 from slotlab.errors import ConfigError
 from slotlab.train.config import make_config
+from slotlab.train.runtime import has_cpp_compiler
 from slotlab.train.step import CPU_MICRO_BATCH, accumulate_gradients, build_state
 from tests.train.helpers import TINY_MODEL
 
@@ -56,7 +56,7 @@ def test_passes_of_a_step_sum_to_the_whole_batch(task):
                                    msg=name)
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+@pytest.mark.skipif(not has_cpp_compiler(),
                     reason="torch.compile on the CPU builds its kernels with a C++ compiler")
 def test_compiled_step_gives_the_plain_steps_loss_and_gradients():
     """torch.compile (on by default for long object-discovery runs on CPUs with AMX): the same

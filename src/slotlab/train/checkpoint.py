@@ -207,9 +207,11 @@ def read_run_config(run_dir: str | Path) -> Any:
         raise ConfigError(f"run config {path} is not a slotlab run config ({first})") from None
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """A model in eval mode from a RUN_DIR (newest checkpoint, else RUN_DIR/model) or a MODEL_DIR.
-    A run trained with `ema_decay` gives its averaged weights, the ones it evaluated and saved.
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               checkpoint: str | None = None) -> tuple[nn.Module, dict]:
+    """A model in eval mode from a RUN_DIR (newest checkpoint, else RUN_DIR/model) or a MODEL_DIR;
+    with `checkpoint` (a step, or a checkpoint file's path) that checkpoint of a RUN_DIR. A run
+    trained with `ema_decay` gives its averaged weights, the ones it evaluated and saved.
 
     Returns (model, info) with info["task"], info["data"] (training data spec or None),
     info["step"] (or None) and info["config"] (the run's TrainConfig as a dict, or None).
@@ -217,6 +219,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     from slotlab.models.pretrained import load_pretrained
 
     path = Path(path)
+    if checkpoint is not None and not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path} is not a run directory (no config.yaml): --checkpoint needs one")
     if not path.exists():
         raise CheckpointError(f"{path} does not exist (expected a run directory or a model "
                               "directory)")
@@ -231,6 +235,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         )
     cfg = read_run_config(path)
     info = {"task": cfg.task, "data": cfg.data, "step": None, "config": cfg.to_dict()}
+    if checkpoint is not None:
+        file = _checkpoint_file(path, checkpoint)
+        state = load_checkpoint(file)
+        step = state.get("step")
+        return run_model(path, cfg, state, step, file).to(device).eval(), {**info, "step": step}
     try:
         newest = newest_checkpoint(path)
     except CheckpointError:  # none readable: the final model, where the run has one
@@ -243,6 +252,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         raise CheckpointError(f"{path} has no checkpoint yet")
     step, checkpoint, state = newest
     return run_model(path, cfg, state, step, checkpoint).to(device).eval(), {**info, "step": step}
+
+
+def _checkpoint_file(run_dir: Path, checkpoint: str) -> Path:
+    """The file of a run's checkpoint given as a step or a path; one error line if it is not
+    there."""
+    if not checkpoint.isdigit():
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise ConfigError(f"checkpoint {path} does not exist")
+        return path
+    path = checkpoint_path(run_dir, int(checkpoint))
+    if not path.is_file():
+        steps = [str(step) for step, _ in list_checkpoints(run_dir)]
+        raise ConfigError(f"{run_dir} has no checkpoint of step {checkpoint}; it has "
+                          f"steps {', '.join(steps) or 'none'}")
+    return path
 
 
 def run_model(run_dir: Path, cfg: Any, state: dict, step: int | None, path: Path) -> nn.Module:

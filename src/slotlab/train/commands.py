@@ -184,46 +184,11 @@ def format_table(metrics: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def _load_for_eval(args: argparse.Namespace, device: Any) -> tuple[Any, dict]:
-    """The model `slotlab eval` scores: the run's newest checkpoint (or final model), a model
-    directory, or with --checkpoint STEP|PATH that checkpoint of the run."""
-    from slotlab.train.checkpoint import (
-        checkpoint_path,
-        list_checkpoints,
-        load_checkpoint,
-        load_model,
-        read_run_config,
-        run_model,
-    )
-
-    if args.checkpoint is None:
-        return load_model(args.path, device=device)
-    run_dir = Path(args.path)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml): --checkpoint "
-                          "needs one")
-    cfg = read_run_config(run_dir)
-    if args.checkpoint.isdigit():
-        path = checkpoint_path(run_dir, int(args.checkpoint))
-        if not path.is_file():
-            steps = [str(step) for step, _ in list_checkpoints(run_dir)]
-            raise ConfigError(f"{run_dir} has no checkpoint of step {args.checkpoint}; it has "
-                              f"steps {', '.join(steps) or 'none'}")
-    else:
-        path = Path(args.checkpoint)
-        if not path.is_file():
-            raise ConfigError(f"checkpoint {path} does not exist")
-    state = load_checkpoint(path)
-    model = run_model(run_dir, cfg, state, state.get("step"), path)
-    info = {"task": cfg.task, "data": cfg.data, "step": state.get("step"),
-            "config": cfg.to_dict()}
-    return model.to(device).eval(), info
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from slotlab.data import build_dataset
     from slotlab.data.build import kind_options, parse_spec
     from slotlab.io import atomic_write
+    from slotlab.train.checkpoint import load_model
     from slotlab.train.config import config_from_dict
     from slotlab.train.evaluate import (
         HEADLINE,
@@ -241,7 +206,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     device = resolve_device(args.device)
-    model, info = _load_for_eval(args, device)
+    model, info = load_model(args.path, device=device, checkpoint=args.checkpoint)
     spec = args.data or info["data"]
     if not spec:
         raise ConfigError(f"{args.path} does not record its data: pass --data SPEC")

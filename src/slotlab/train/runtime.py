@@ -147,7 +147,12 @@ def resolve_compile(compile: bool | None, task: str, device: torch.device, steps
     long_run = steps >= COMPILE_MIN_STEPS and (max_minutes is None
                                                 or max_minutes >= COMPILE_MIN_MINUTES)
     return (device.type == "cpu" and task == "object_discovery" and long_run
-            and cpu_has_amx() and any(shutil.which(c) for c in ("g++", "c++", "clang++")))
+            and cpu_has_amx() and has_cpp_compiler())
+
+
+def has_cpp_compiler() -> bool:
+    """Whether a C++ compiler is on PATH (torch.compile builds its CPU kernels with one)."""
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def warn_emulated_bf16(bf16: bool, device: torch.device) -> None:
