@@ -59,7 +59,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -174,12 +176,32 @@ def prepared_state(cfg: TrainConfig, device: torch.device) -> tuple:
     return state, state.prepare_batch(synthetic_batch(cfg)), state.draw_noise()
 
 
+def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
+    """FLOPs of `run()` through `model` as `FlopCounterMode` counts them, less the zero taps a
+    TF-SAME transposed convolution puts in front of its kernel (`ConvTranspose2dSame.shift`:
+    k = 5, s = 2 computes with a 6x6 kernel, 36/25 of the model's multiply-adds); utilisation is
+    of the model's arithmetic, not of the multiplications by zero."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from slotlab.nn.layers import ConvTranspose2dSame
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    total, counts = counter.get_total_flops(), counter.get_flop_counts()
+    root = type(model).__name__
+    for name, module in model.named_modules():
+        if isinstance(module, ConvTranspose2dSame) and module.shift:
+            k, k_run = module.kernel_size[0], module.kernel_size[0] + module.shift
+            counted = sum(counts.get(f"{root}.{name}", {}).values())  # forward and backward
+            total -= counted * (1 - k * k / (k_run * k_run))
+    return total
+
+
 def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: int,
                 profile: bool = False, batch: int | None = None) -> dict:
     """Build the model of `config`, run `mode`, return the row; with `profile`, also print the
     top kernels of `steps` training steps (torch.profiler, by self device time)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from slotlab.train.step import infer, train_step, video_forward
 
     device = torch.device(device_name)
@@ -216,17 +238,11 @@ def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: in
     # fails on it (torch 2.13: "Expected gradient function to be set"). Should the counter fail
     # on another model, the speeds are still measured and the FLOPs left out.
     try:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            train_step(dataclasses.replace(state, forward=state.model), data, noise, lr)
-        train_flops = counter.get_total_flops() / batch_size
-        counter = FlopCounterMode(display=False)
-        with counter:
-            if task == "video":
-                video_forward(state.model, data, noise)
-            else:
-                state.model(data["image"], noise=noise)
-        infer_flops = counter.get_total_flops() / batch_size
+        train_flops = model_flops(state.model, lambda: train_step(
+            dataclasses.replace(state, forward=state.model), data, noise, lr)) / batch_size
+        infer_flops = model_flops(state.model, lambda: (
+            video_forward(state.model, data, noise) if task == "video"
+            else state.model(data["image"], noise=noise))) / batch_size
     except AssertionError as exc:
         print(f"note: no FLOP count for {config} ({exc})", file=sys.stderr)
         train_flops = infer_flops = math.nan

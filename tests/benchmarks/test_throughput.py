@@ -22,3 +22,16 @@ def test_kernel_report_lists_every_convolution_of_a_step(tp):
     assert all(r[2].startswith("10x") for r in rows if r[1] == "transposed")
     assert all(r[5] == "channels_last" for r in rows)
     assert "| convolution_backward | 8 |" in report  # one per convolution
+
+
+def test_model_flops_leave_out_the_shifted_kernels_zero_taps(tp):
+    """A 5x5 stride-2 TF-SAME transposed convolution computes with a 6x6 kernel (one zero tap in
+    front); the FLOPs reported are the 5x5 layer's, forward (2 per multiply-add, over the input's
+    pixels) and backward (input and weight gradients) alike."""
+    from slotlab.nn.layers import ConvTranspose2dSame
+
+    model = torch.nn.Sequential(ConvTranspose2dSame(8, 6, 5, 2), ConvTranspose2dSame(6, 4, 3, 1))
+    x = torch.randn(2, 8, 7, 5, requires_grad=True)
+    forward = 2 * 2 * 7 * 5 * 8 * 6 * 25 + 2 * 2 * 14 * 10 * 6 * 4 * 9
+    assert tp.model_flops(model, lambda: model(x)) == forward
+    assert tp.model_flops(model, lambda: model(x).sum().backward()) == 3 * forward

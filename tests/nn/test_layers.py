@@ -1,5 +1,5 @@
-"""The TF-SAME convolutions, their fused crop + ReLU, and the sub-pixel fast path on the CPU in
-bf16."""
+"""The TF-SAME convolutions, their fused bias + ReLU (training: `bias_relu`; inference: oneDNN),
+the shifted kernel of the transposed one, and the sub-pixel path on the CPU in bf16."""
 
 import pytest
 import torch
@@ -59,24 +59,95 @@ def test_strided_layer_in_cpu_bf16_takes_the_subpixel_path_and_matches(kernel, m
     assert len(calls) == 1
 
 
-def test_with_amx_bf16_trains_on_onednn_transposed_convolution(monkeypatch):
+def test_with_amx_bf16_runs_on_onednn_transposed_convolution(monkeypatch):
     import slotlab.nn.layers as layers
 
     monkeypatch.setattr(layers, "cpu_has_amx", lambda: True)
     x = torch.randn(1, 2, 3, 3)
     assert not layers.subpixel_is_faster(x.bfloat16())  # training
     with torch.no_grad():
-        assert layers.subpixel_is_faster(x.bfloat16())  # inference
+        assert not layers.subpixel_is_faster(x.bfloat16())  # inference
     monkeypatch.setattr(layers, "cpu_has_amx", lambda: False)
     assert layers.subpixel_is_faster(x.bfloat16()) and not layers.subpixel_is_faster(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layers.subpixel_is_faster(x)
+
+
+@pytest.mark.parametrize("kernel, stride", [
+    (5, 2), (3, 2), (4, 2), (2, 2), (5, 1), (4, 1), (3, 1), (3, 3), (5, 3), (6, 3)])
+def test_transposed_same_equals_full_transposed_convolution_cropped(kernel, stride):
+    """TF's SAME transposed convolution is the full one cropped to [before, before + s * size),
+    before = (k - s) // 2; the layer computes it without a crop (the shifted kernel), gradients
+    too, float64 to rounding."""
+    torch.manual_seed(0)
+    layer = ConvTranspose2dSame(3, 4, kernel, stride).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x1 = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    before = (kernel - stride) // 2
+    want = F.conv_transpose2d(x1, layer.weight, layer.bias, stride)
+    want = want[..., before: before + 5 * stride, before: before + 6 * stride]
+    got = layer(x2)
+    assert got.shape == (2, 4, 5 * stride, 6 * stride)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads_want = torch.autograd.grad(want, (x1, layer.weight, layer.bias), g)
+    grads_got = torch.autograd.grad(got, (x2, layer.weight, layer.bias), g)
+    for a, e in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, e)
+
+
+def test_transposed_same_needs_kernel_at_least_stride():
+    with pytest.raises(ValueError, match="kernel_size >= stride"):
+        ConvTranspose2dSame(3, 4, 1, 2)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("cls, stride", [
+    (Conv2dSame, 1), (Conv2dSame, 2), (ConvTranspose2dSame, 1), (ConvTranspose2dSame, 2)])
+def test_inference_with_fused_relu_equals_training_path(cls, stride, channels_last, bf16,
+                                                        monkeypatch):
+    """In inference a layer with a ReLU runs as one oneDNN convolution with the bias and the ReLU
+    fused (spied; where the CPU build has the op): its output equals the training path's
+    (`bias_relu`) within float32 rounding, or bf16's, in the dtype autocast gives."""
+    import slotlab.nn.layers as layers
+
+    if not layers.has_onednn_pointwise():
+        pytest.skip("this torch build has no oneDNN pointwise convolution")
+    monkeypatch.setattr(layers, "cpu_has_amx", lambda: True)  # no sub-pixel path
+    torch.manual_seed(0)
+    layer = cls(8, 6, 5, stride, relu=True)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 8, 9, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    calls = []
+    real = layers.conv_relu_onednn
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("transposed", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "conv_relu_onednn", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        want = layer(x)  # autograd on: the training path
+        with torch.no_grad():
+            got = layer(x)
+    assert calls == [cls is ConvTranspose2dSame]
+    assert got.dtype == want.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert got.shape == want.shape
+    tol = dict(atol=2e-2, rtol=2e-2) if bf16 else dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.float(), want.detach().float(), **tol)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("size", [(8, 7), (9, 8)])
-def test_bias_relu_equals_slice_add_and_relu(channels_last, dtype, size):
-    """relu(y[..., :h, :w] + bias) and its gradients as autograd computes them from the slice, the
-    addition and `F.relu` (y's gradient bit for bit); the output keeps y's memory layout."""
+def test_bias_relu_equals_add_and_relu(channels_last, dtype):
+    """relu(y + bias) and its gradients as autograd computes them from the addition and `F.relu`
+    (y's gradient bit for bit); the output keeps y's memory layout."""
     torch.manual_seed(0)
     y0 = torch.randn(3, 5, 9, 8, dtype=dtype)
     if channels_last:
@@ -84,9 +155,9 @@ def test_bias_relu_equals_slice_add_and_relu(channels_last, dtype, size):
     y1, y2 = y0.clone().requires_grad_(), y0.clone().requires_grad_()
     b1 = torch.randn(5, requires_grad=True)
     b2 = b1.detach().clone().requires_grad_()
-    want = F.relu(y1[..., : size[0], : size[1]] + b1.to(dtype)[:, None, None])
-    got = bias_relu(y2 * 1, b2, *size)  # a tensor of its own, as a convolution's output
-    assert torch.equal(got, want) and got.shape == (3, 5, *size)
+    want = F.relu(y1 + b1.to(dtype)[:, None, None])
+    got = bias_relu(y2 * 1, b2)  # a tensor of its own, as a convolution's output
+    assert torch.equal(got, want) and got.shape == y0.shape
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
     g = torch.randn_like(want)
     gy_want, gb_want = torch.autograd.grad(want, (y1, b1), g)

@@ -26,7 +26,7 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 class Conv2dSame(nn.Conv2d):
     """`nn.Conv2d` with TF "SAME" padding (asymmetric where TF pads asymmetrically); `relu=True`
     is Keras' `activation="relu"` (in training added with the bias by `bias_relu`, in inference
-    in place on the convolution's output).
+    fused into the convolution by oneDNN where it can, `conv_relu_onednn`).
 
     Input [B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)].
     """
@@ -47,11 +47,13 @@ class Conv2dSame(nn.Conv2d):
             top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
             left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
             x = F.pad(x, (left, right, top, bottom))
+        if self.relu and onednn_fused_relu(x):  # inference: oneDNN adds bias and ReLU
+            return conv_relu_onednn(x, self.weight, self.bias, self.stride, self.padding)
         if not (self.relu and torch.is_grad_enabled()):  # inference: the ReLU in place
             y = super().forward(x)
             return F.relu(y, inplace=True) if self.relu else y
         y = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
-        return bias_relu(y, self.bias, y.shape[-2], y.shape[-1])
+        return bias_relu(y, self.bias)
 
 
 class ConvTranspose2dSame(nn.ConvTranspose2d):
@@ -60,9 +62,12 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     TF's SAME transposed convolution is the full transposed convolution cropped to
     [pad_before, pad_before + s * size) with pad_before = max(k - s, 0) // 2. PyTorch's `padding`
-    crops `padding` pixels from both ends; when that leaves one pixel too many at the end (k = 5,
-    s = 2), the last row and column are dropped, in one pass with the bias and the ReLU
-    (`bias_relu`).
+    crops the same number of pixels from both ends; where TF crops one more at the end (k - s
+    odd: k = 5, s = 2) the kernel gets one zero tap in front of each axis (`shift`) and the
+    padding one more: the output is then exactly TF's, with no crop to copy (the zero taps cost
+    nothing on the sub-pixel path and oneDNN runs the exact-size output 1.3-2.8x faster, a
+    64 -> 128 layer of the official decoder in training and inference, float32 and bf16;
+    benchmarks/README.md). The parameter keeps the official [C_in, C_out, k, k].
     Input [B, C_in, H, W] -> [B, C_out, s * H, s * W].
 
     `pad_out_channels` (a speed option, not a parameter; 0 = off): compute the layer with its
@@ -75,72 +80,75 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  relu: bool = False):
-        before = max(kernel_size - stride, 0) // 2
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding=before)
-        self.relu = relu
+        if kernel_size < stride:
+            raise ValueError(f"a TF-SAME transposed convolution needs kernel_size >= stride, "
+                             f"got {kernel_size} < {stride}")
+        before, shift = divmod(kernel_size - stride, 2)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=before + shift)
+        self.shift, self.relu = shift, relu
         keras_init_(self)
 
+    def shifted_weight(self) -> torch.Tensor:
+        """The kernel with `shift` zero taps in front of each spatial axis:
+        [C_in, C_out, k + shift, k + shift]."""
+        if not self.shift:
+            return self.weight
+        return F.pad(self.weight, (self.shift, 0, self.shift, 0))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
+        weight = self.shifted_weight()
+        subpixel = max(self.stride) > 1 and subpixel_is_faster(x)
+        if self.relu and not (subpixel or self.pad_out_channels) and onednn_fused_relu(x):
+            return conv_relu_onednn(x, weight, self.bias, self.stride, self.padding,
+                                    transposed=True)  # inference: oneDNN adds bias and ReLU
         fused = self.relu and torch.is_grad_enabled()  # training: bias + ReLU in `bias_relu`
         bias = None if fused else self.bias
         extra = self.pad_out_channels - self.out_channels
         if extra > 0:  # weight [C_in, C_out, k, k]: pad C_out with zeros, crop after
-            weight = F.pad(self.weight, (0, 0, 0, 0, 0, extra))
+            weight = F.pad(weight, (0, 0, 0, 0, 0, extra))
             bias = None if bias is None else F.pad(bias, (0, extra))
             y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding)
             y = y[:, : self.out_channels]
-        elif max(self.stride) > 1 and subpixel_is_faster(x):
-            y = conv_transpose2d_subpixel(x, self.weight, bias, self.stride, self.padding)
+        elif subpixel:
+            y = conv_transpose2d_subpixel(x, weight, bias, self.stride, self.padding)
         else:
-            y = F.conv_transpose2d(x, self.weight, bias, self.stride, self.padding)
+            y = F.conv_transpose2d(x, weight, bias, self.stride, self.padding)
         if fused:
-            return bias_relu(y, self.bias, h, w)
-        if y.shape[-2] != h or y.shape[-1] != w:
-            y = y[..., :h, :w]
+            return bias_relu(y, self.bias)
         if not self.relu:
             return y
-        # inference: in place on a tensor of its own; a cropped view gets a dense new tensor
+        # inference: in place on a tensor of its own; a view (the sub-pixel path's) gets a new one
         return F.relu(y, inplace=not y._is_view())
 
 
 class _BiasReLU(torch.autograd.Function):
-    """relu(y[..., :h, :w] + bias) into a tensor of y's memory layout, and its backward: the
-    ReLU's gradient written straight into the zeroed gradient of y, the bias gradient summed from
-    it. The convolution then runs without its bias: oneDNN's convolution backward with a bias
-    gradient took 1.6-2.4x the time of the one without on a 2-core Xeon (AMX), and slicing the
-    TF-SAME crop as a view cost autograd two more copies (benchmarks/README.md)."""
+    """relu(y + bias) into a tensor of y's memory layout, and its backward: the ReLU's gradient
+    and the bias gradient summed from it. The convolution then runs without its bias: oneDNN's
+    convolution backward with a bias gradient took 1.6-2.4x the time of the one without on a
+    2-core Xeon (AMX; benchmarks/README.md)."""
 
     @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, bias: torch.Tensor | None, h: int,
-                w: int) -> torch.Tensor:
+    def forward(ctx: Any, y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         layout = _layout(y)
-        view = y[..., :h, :w]
-        out = torch.empty(view.shape, dtype=y.dtype, device=y.device, memory_format=layout)
+        out = torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=layout)
         if bias is None:
-            torch.clamp_min(view, 0, out=out)
+            torch.clamp_min(y, 0, out=out)
         else:
-            torch.add(view, bias.to(y.dtype).view(-1, 1, 1), out=out).clamp_min_(0)
+            torch.add(y, bias.to(y.dtype).view(-1, 1, 1), out=out).clamp_min_(0)
         ctx.save_for_backward(out)
-        ctx.full_shape, ctx.layout = y.shape, layout
-        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.layout, ctx.bias_dtype = layout, None if bias is None else bias.dtype
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (out,) = ctx.saved_tensors
-        h, w = out.shape[-2:]
-        grad_y = torch.empty(ctx.full_shape, dtype=grad.dtype, device=grad.device,
+        grad_y = torch.empty(out.shape, dtype=grad.dtype, device=grad.device,
                              memory_format=ctx.layout)
-        if tuple(ctx.full_shape[-2:]) != (h, w):
-            grad_y.zero_()
-        crop = grad_y[..., :h, :w]
-        torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=crop)
+        torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad_y)
         grad_bias = None
         if ctx.needs_input_grad[1]:
-            # over all of grad_y (zero outside the crop): a sum over the cropped view would copy it
             grad_bias = grad_y.sum(dim=(0, 2, 3)).to(ctx.bias_dtype)  # accumulates in float32
-        return grad_y, grad_bias, None, None
+        return grad_y, grad_bias
 
 
 def _layout(y: torch.Tensor) -> torch.memory_format:
@@ -150,30 +158,79 @@ def _layout(y: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def bias_relu(y: torch.Tensor, bias: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
-    """relu(y[..., :h, :w] + bias) for a convolution's output y [B, C, H', W'] and bias [C]
-    (`_BiasReLU`: one new tensor, no copies of the cropped view)."""
-    return _BiasReLU.apply(y, bias, h, w)
+def bias_relu(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """relu(y + bias) for a convolution's output y [B, C, H, W] and bias [C] (`_BiasReLU`)."""
+    return _BiasReLU.apply(y, bias)
+
+
+def onednn_fused_relu(x: torch.Tensor) -> bool:
+    """Whether a convolution + bias + ReLU of `x` runs as one oneDNN primitive
+    (`conv_relu_onednn`): on the CPU in inference (no autograd), float32 or bf16, outside
+    `torch.compile` (which fuses on its own). It saves the ReLU's pass over the output: the
+    official decoder's 128x128 layers inferred 1.4-1.7x faster so (benchmarks/README.md)."""
+    if x.device.type != "cpu" or torch.is_grad_enabled() or not has_onednn_pointwise():
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return _compute_dtype(x) in (torch.float32, torch.bfloat16)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a CPU convolution of `x` computes in: the autocast dtype where autocast is on."""
+    try:
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):  # torch < 2.4
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return dtype if enabled else x.dtype
+
+
+def _pointwise_ops() -> bool:
+    """Whether this torch build has oneDNN's convolutions with a fused post-op."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(
+            torch.ops.mkldnn, "_convolution_pointwise") and hasattr(
+            torch.ops.mkldnn, "_convolution_transpose_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_HAS_POINTWISE = _pointwise_ops()  # read once, as `_CPU_HAS_AMX`
+
+
+def has_onednn_pointwise() -> bool:
+    """Whether `conv_relu_onednn` can run in this torch build."""
+    return _HAS_POINTWISE
+
+
+def conv_relu_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride: tuple[int, ...], padding: tuple[int, ...] | str,
+                     transposed: bool = False) -> torch.Tensor:
+    """relu(F.conv2d(x, weight, bias, stride, padding)) (`transposed`: F.conv_transpose2d) as one
+    oneDNN primitive with the ReLU as its post-op, in the dtype autocast would compute it in.
+    Inference only (the op has no autograd)."""
+    dtype = _compute_dtype(x)
+    x, weight = x.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    ones = [1] * (x.dim() - 2)
+    if transposed:
+        zeros = [0] * (x.dim() - 2)
+        return torch.ops.mkldnn._convolution_transpose_pointwise(
+            x, weight, bias, list(padding), zeros, list(stride), ones, 1, "relu", [], "")
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, weight, bias, list(padding), list(stride), ones, 1, "relu", [], "")
 
 
 def subpixel_is_faster(x: torch.Tensor) -> bool:
     """Whether a strided transposed convolution of `x` takes the sub-pixel path: on the CPU in
-    bf16 (a bf16 tensor, or bf16 autocast), where it measured the faster, except in training
-    with AMX. Without AMX oneDNN's strided transposed convolution in bf16 is slow and the
-    sub-pixel form trained 2-2.5x faster (AMD, AVX512-BF16). With AMX oneDNN's own trains faster
-    (its backward is fast: a 64 -> 128 layer of the official decoder 2.5x the sub-pixel form,
-    2-core Xeon) while the sub-pixel form still infers faster (benchmarks/README.md). In float32
-    oneDNN's own is the faster everywhere."""
-    if x.device.type != "cpu":
+    bf16 (a bf16 tensor, or bf16 autocast) without AMX. There oneDNN's strided transposed
+    convolution in bf16 is slow and the sub-pixel form trained 2-2.5x faster (AMD,
+    AVX512-BF16). With AMX oneDNN's own is the faster, in training (a 64 -> 128 layer of the
+    official decoder 2.5x the sub-pixel form) and, on the exact-size output with its ReLU fused,
+    in inference (2.3x; 2-core Xeon, benchmarks/README.md). In float32 oneDNN's own is the
+    faster everywhere."""
+    if x.device.type != "cpu" or cpu_has_amx():
         return False
-    if x.dtype != torch.bfloat16:
-        try:
-            enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-        except (TypeError, AttributeError):  # torch < 2.4
-            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-        if not (enabled and dtype == torch.bfloat16):
-            return False
-    return not (cpu_has_amx() and torch.is_grad_enabled())
+    return _compute_dtype(x) == torch.bfloat16
 
 
 def _amx_tiles() -> bool:
