@@ -284,10 +284,10 @@ def test_locality_term_by_hand_and_it_separates_two_places_of_one_colour():
     bias = sa.attention_bias
     torch.testing.assert_close(bias(attns[0]), -d2 / (2 * 0.5**2))
     slots1, _ = last_iteration(sa, x, init(2, noise=noise))
-    _, attn2 = last_iteration(sa, x, slots1, bias(attns[0]).transpose(1, 2))
+    _, attn2 = last_iteration(sa, x, slots1, bias(attns[0]))
     torch.testing.assert_close(attn2, attns[1])
     logits = sa.final_logits(x, out)
-    _, attn_next = last_iteration(sa, x, out.slots, bias(out.attention).transpose(1, 2))
+    _, attn_next = last_iteration(sa, x, out.slots, bias(out.attention))
     torch.testing.assert_close(logits.softmax(dim=1), attn_next)
     # the learned width gets gradient, also where only the last iteration is differentiated
     for kw in ({}, {"straight_through": True}, {"implicit_differentiation": True}):

@@ -34,7 +34,7 @@ epsilon 1e-6; position grids `linspace(-1, 1)` per axis, channel 0 the row (y), 
 stored as parameters (here persistent buffers `grid`); the flax GRUCell has no recurrent bias for
 the r and z gates (PyTorch's `bias_hh[:2D]` stays 0 in converted models and only duplicates
 `bias_ih`); a flax 'SAME' transposed convolution is a PyTorch one of the spatially flipped kernel,
-cropped as TF's (`ConvTranspose2dSame`). The attention weights for the weighted mean are `attn + 1e-8`
+cropped (`ConvTranspose2dSame`). The attention weights for the weighted mean are `attn + 1e-8`
 renormalised (slotlab's `SlotAttention`), where the official code divides by `sum + 1e-8`; the
 difference is far below float32 resolution of the outputs.
 """

@@ -101,20 +101,20 @@ class InvariantSlotAttention(SlotAttention):
         v = self.frame_mlp(v_in + rel_embed)
         q = self.project_q(self.norm_slots(slots)) * self.slot_size**-0.5  # [B, K, D]
         with torch.autocast(k.device.type, enabled=False):
-            logits = torch.einsum("bknd,bkd->bnk", k.float(), q.float())  # [B, N, K]
-            attn = logits.softmax(dim=-1)
+            logits = torch.einsum("bknd,bkd->bkn", k.float(), q.float())  # [B, K, N]
+            attn = logits.softmax(dim=1)  # over slots (the middle axis: `SlotAttention`)
             weights = attn + self.epsilon
-            weights = weights / weights.sum(dim=1, keepdim=True)
-            updates = torch.einsum("bnk,bknd->bkd", weights, v.float())  # [B, K, D]
+            weights = weights / weights.sum(dim=2, keepdim=True)  # weighted mean over inputs
+            updates = torch.einsum("bkn,bknd->bkd", weights, v.float())  # [B, K, D]
             grid = self.grid.float()
-            positions = torch.einsum("bnk,nc->bkc", weights, grid)  # [B, K, 2]
+            positions = torch.einsum("bkn,nc->bkc", weights, grid)  # [B, K, 2]
             spread = (grid[None, None] - positions[:, :, None]) ** 2  # [B, K, N, 2]
-            scales = torch.einsum("bnk,bknc->bkc", weights, spread).clamp_min(1e-12).sqrt()
+            scales = torch.einsum("bkn,bknc->bkc", weights, spread).clamp_min(1e-12).sqrt()
             scales = scales.clamp(self.min_scale, self.max_scale)
         d = self.slot_size
         slots = self.gru(updates.reshape(-1, d), slots_prev.reshape(-1, d)).reshape(slots.shape)
         slots = slots + self.mlp(self.norm_mlp(slots))
-        return slots, attn.transpose(1, 2), positions, scales
+        return slots, attn, positions, scales
 
     def final_logits(self, inputs: torch.Tensor, out: SlotAttentionOutput) -> torch.Tensor:
         """`SlotAttention.final_logits` with the keys seen in each slot's final frame."""
