@@ -314,12 +314,14 @@ def kernel_report(config: str, mode: str, device_name: str, batch: int | None = 
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             name = func.overloadpacket.__name__
-            if name == "convolution":
+            fused = name in ("_convolution_pointwise", "_convolution_transpose_pointwise")
+            if name == "convolution" or fused:  # fused: oneDNN's, bias and ReLU as post-ops
                 x, w = args[0], args[1]
-                self.convs[("forward", "transposed" if args[6] else "conv",
+                transposed = "transpose" in name if fused else args[6]
+                self.convs[("forward", "transposed" if transposed else "conv",
                             "x".join(map(str, x.shape)), "x".join(map(str, w.shape)),
                             str(x.dtype).removeprefix("torch."), layout(x),
-                            conv_backend(args))] += 1
+                            "Mkldnn + bias + ReLU" if fused else conv_backend(args))] += 1
             else:
                 self.ops[name] += 1
             return func(*args, **(kwargs or {}))

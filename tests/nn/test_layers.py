@@ -107,11 +107,14 @@ def test_transposed_same_needs_kernel_at_least_stride():
 @pytest.mark.parametrize("bf16", [False, True])
 @pytest.mark.parametrize("cls, stride", [
     (Conv2dSame, 1), (Conv2dSame, 2), (ConvTranspose2dSame, 1), (ConvTranspose2dSame, 2)])
-def test_inference_with_fused_relu_equals_training_path(cls, stride, channels_last, bf16,
-                                                        monkeypatch):
-    """In inference a layer with a ReLU runs as one oneDNN convolution with the bias and the ReLU
-    fused (spied; where the CPU build has the op): its output equals the training path's
-    (`bias_relu`) within float32 rounding, or bf16's, in the dtype autocast gives."""
+def test_onednn_fused_relu_equals_the_unfused_layer(cls, stride, channels_last, bf16,
+                                                    monkeypatch):
+    """On the CPU a layer with a ReLU runs as one oneDNN convolution with the bias and the ReLU
+    fused (spied; where the torch build has the op), in training and inference: output and
+    gradients (input, weight, bias) equal the unfused layer's (`bias_relu`) in float32 within
+    1e-5. In bf16 (autocast) they equal the float32 layer's on the bf16-rounded input and
+    parameters (the fused op rounds once, after the bias; the unfused layer rounds before it, and
+    a ReLU that cuts one value differently moves these small gradients by several percent)."""
     import slotlab.nn.layers as layers
 
     if not layers.has_onednn_pointwise():
@@ -131,16 +134,36 @@ def test_inference_with_fused_relu_equals_training_path(cls, stride, channels_la
         calls.append(kwargs.get("transposed", False))
         return real(*args, **kwargs)
 
+    def run(module: torch.nn.Module, x: torch.Tensor, fused: bool,
+            autocast: bool) -> tuple[torch.Tensor, ...]:
+        monkeypatch.setattr(layers, "onednn_fused_relu", lambda t: fused)
+        xg = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.no_grad():
+                inferred = module(xg)
+            out = module(xg)
+        g = torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(out.dtype)
+        grads = torch.autograd.grad(out, (xg, module.weight, module.bias), g)
+        return tuple(t.float() for t in (inferred, out.detach(), *grads))
+
     monkeypatch.setattr(layers, "conv_relu_onednn", spy)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        want = layer(x)  # autograd on: the training path
+    if bf16:
+        rounded = cls(8, 6, 5, stride, relu=True)
         with torch.no_grad():
-            got = layer(x)
-    assert calls == [cls is ConvTranspose2dSame]
-    assert got.dtype == want.dtype == (torch.bfloat16 if bf16 else torch.float32)
-    assert got.shape == want.shape
-    tol = dict(atol=2e-2, rtol=2e-2) if bf16 else dict(atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got.float(), want.detach().float(), **tol)
+            for mine, theirs in zip(rounded.parameters(), layer.parameters(), strict=True):
+                mine.copy_(theirs.bfloat16())
+        want = run(rounded, x.bfloat16().float(), False, False)
+    else:
+        want = run(layer, x, False, False)
+    got = run(layer, x, True, bf16)
+    transposed = cls is ConvTranspose2dSame
+    assert calls == [transposed, transposed]  # inference and training, the fused run only
+    for a, e in zip(got, want, strict=True):
+        assert a.shape == e.shape
+        if bf16:
+            assert (a - e).norm() <= 0.01 * e.norm()
+        else:
+            torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -25,8 +25,9 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 class Conv2dSame(nn.Conv2d):
     """`nn.Conv2d` with TF "SAME" padding (asymmetric where TF pads asymmetrically); `relu=True`
-    is Keras' `activation="relu"` (in training added with the bias by `bias_relu`, in inference
-    fused into the convolution by oneDNN where it can, `conv_relu_onednn`).
+    is Keras' `activation="relu"`: on the CPU fused into the convolution by oneDNN
+    (`conv_relu_onednn`), elsewhere in training added with the bias by `bias_relu` and in
+    inference in place.
 
     Input [B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)].
     """
@@ -47,7 +48,7 @@ class Conv2dSame(nn.Conv2d):
             top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
             left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
             x = F.pad(x, (left, right, top, bottom))
-        if self.relu and onednn_fused_relu(x):  # inference: oneDNN adds bias and ReLU
+        if self.relu and onednn_fused_relu(x):  # CPU: oneDNN adds bias and ReLU
             return conv_relu_onednn(x, self.weight, self.bias, self.stride, self.padding)
         if not (self.relu and torch.is_grad_enabled()):  # inference: the ReLU in place
             y = super().forward(x)
@@ -100,7 +101,7 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
         subpixel = max(self.stride) > 1 and subpixel_is_faster(x)
         if self.relu and not (subpixel or self.pad_out_channels) and onednn_fused_relu(x):
             return conv_relu_onednn(x, weight, self.bias, self.stride, self.padding,
-                                    transposed=True)  # inference: oneDNN adds bias and ReLU
+                                    transposed=True)  # CPU: oneDNN adds bias and ReLU
         fused = self.relu and torch.is_grad_enabled()  # training: bias + ReLU in `bias_relu`
         bias = None if fused else self.bias
         extra = self.pad_out_channels - self.out_channels
@@ -165,12 +166,9 @@ def bias_relu(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
 
 def onednn_fused_relu(x: torch.Tensor) -> bool:
     """Whether a convolution + bias + ReLU of `x` runs as one oneDNN primitive
-    (`conv_relu_onednn`): on the CPU in inference (no autograd), float32 or bf16, outside
-    `torch.compile` (which fuses on its own). It saves the ReLU's pass over the output: the
-    official decoder's 128x128 layers inferred 1.4-1.7x faster so (benchmarks/README.md)."""
-    if x.device.type != "cpu" or torch.is_grad_enabled() or not has_onednn_pointwise():
-        return False
-    if torch.compiler.is_compiling():
+    (`conv_relu_onednn`): on the CPU, float32 or bf16, outside `torch.compile` (which fuses on
+    its own). It saves the bias's and the ReLU's passes over the output (benchmarks/README.md)."""
+    if x.device.type != "cpu" or not has_onednn_pointwise() or torch.compiler.is_compiling():
         return False
     return _compute_dtype(x) in (torch.float32, torch.bfloat16)
 
@@ -202,22 +200,48 @@ def has_onednn_pointwise() -> bool:
     return _HAS_POINTWISE
 
 
+class _ConvReLUOneDNN(torch.autograd.Function):
+    """relu(conv(x, weight) + bias) as one oneDNN primitive (the bias and the ReLU its post-ops),
+    and its backward: the ReLU's gradient, the bias gradient summed from it, and aten's
+    convolution backward without a bias gradient (oneDNN's with one took 1.6-2.4x as long)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                stride: list[int], padding: list[int], transposed: bool) -> torch.Tensor:
+        ones, zeros = [1] * len(stride), [0] * len(stride)
+        if transposed:
+            out = torch.ops.mkldnn._convolution_transpose_pointwise(
+                x, weight, bias, padding, zeros, stride, ones, 1, "relu", [], "")
+        else:
+            out = torch.ops.mkldnn._convolution_pointwise(
+                x, weight, bias, padding, stride, ones, 1, "relu", [], "")
+        ctx.save_for_backward(x, weight, out)
+        ctx.conv = stride, padding, transposed
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, out = ctx.saved_tensors
+        stride, padding, transposed = ctx.conv
+        grad_y = torch.ops.aten.threshold_backward(grad, out, 0)
+        grad_bias = grad_y.sum(dim=(0, 2, 3)) if ctx.needs_input_grad[2] else None
+        n = len(stride)
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad_y, x, weight, None, stride, padding, [1] * n, transposed, [0] * n, 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        return grad_x, grad_w, grad_bias, None, None, None
+
+
 def conv_relu_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     stride: tuple[int, ...], padding: tuple[int, ...] | str,
+                     stride: tuple[int, ...], padding: tuple[int, ...],
                      transposed: bool = False) -> torch.Tensor:
     """relu(F.conv2d(x, weight, bias, stride, padding)) (`transposed`: F.conv_transpose2d) as one
-    oneDNN primitive with the ReLU as its post-op, in the dtype autocast would compute it in.
-    Inference only (the op has no autograd)."""
+    oneDNN primitive with the bias and the ReLU as post-ops (`_ConvReLUOneDNN`), in the dtype
+    autocast would compute it in (CPU only: `onednn_fused_relu`)."""
     dtype = _compute_dtype(x)
     x, weight = x.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
-    ones = [1] * (x.dim() - 2)
-    if transposed:
-        zeros = [0] * (x.dim() - 2)
-        return torch.ops.mkldnn._convolution_transpose_pointwise(
-            x, weight, bias, list(padding), zeros, list(stride), ones, 1, "relu", [], "")
-    return torch.ops.mkldnn._convolution_pointwise(
-        x, weight, bias, list(padding), list(stride), ones, 1, "relu", [], "")
+    return _ConvReLUOneDNN.apply(x, weight, bias, list(stride), list(padding), transposed)
 
 
 def subpixel_is_faster(x: torch.Tensor) -> bool:
