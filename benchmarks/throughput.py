@@ -177,15 +177,25 @@ def prepared_state(cfg: TrainConfig, device: torch.device) -> tuple:
 
 
 def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
-    """FLOPs of `run()` through `model` as `FlopCounterMode` counts them, less the zero taps a
+    """FLOPs of `run()` through `model` as `FlopCounterMode` counts them (with oneDNN's fused
+    convolutions, `conv_relu_onednn`, counted as convolutions), less the zero taps a
     TF-SAME transposed convolution puts in front of its kernel (`ConvTranspose2dSame.shift`:
     k = 5, s = 2 computes with a 6x6 kernel, 36/25 of the model's multiply-adds); utilisation is
     of the model's arithmetic, not of the multiplications by zero."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-    from slotlab.nn.layers import ConvTranspose2dSame
+    from slotlab.nn.layers import ConvTranspose2dSame, has_onednn_pointwise
 
-    counter = FlopCounterMode(display=False)
+    def fused(transposed: bool) -> Callable[..., int]:  # oneDNN's conv + bias + ReLU
+        def count(x_shape: list[int], w_shape: list[int], *args: Any,
+                  out_shape: list[int] | None = None, **kwargs: Any) -> int:
+            return conv_flop_count(x_shape, w_shape, out_shape, transposed=transposed)
+        return count
+
+    mapping = {torch.ops.mkldnn._convolution_pointwise: fused(False),
+               torch.ops.mkldnn._convolution_transpose_pointwise: fused(True)
+               } if has_onednn_pointwise() else {}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with counter:
         run()
     total, counts = counter.get_total_flops(), counter.get_flop_counts()

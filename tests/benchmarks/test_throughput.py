@@ -24,14 +24,19 @@ def test_kernel_report_lists_every_convolution_of_a_step(tp):
     assert "| convolution_backward | 8 |" in report  # one per convolution
 
 
-def test_model_flops_leave_out_the_shifted_kernels_zero_taps(tp):
-    """A 5x5 stride-2 TF-SAME transposed convolution computes with a 6x6 kernel (one zero tap in
-    front); the FLOPs reported are the 5x5 layer's, forward (2 per multiply-add, over the input's
-    pixels) and backward (input and weight gradients) alike."""
-    from slotlab.nn.layers import ConvTranspose2dSame
+def test_model_flops_count_the_model_arithmetic(tp):
+    """The FLOPs reported are the model's (2 per multiply-add; a transposed convolution's over its
+    input pixels): a 5x5 stride-2 TF-SAME transposed convolution computes with a 6x6 kernel (one
+    zero tap in front), counted as 5x5, and a convolution with its ReLU fused by oneDNN on the
+    CPU counts as a convolution; backward: the weight gradients, and the input gradients but the
+    first layer's (the image needs none)."""
+    from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame
 
-    model = torch.nn.Sequential(ConvTranspose2dSame(8, 6, 5, 2), ConvTranspose2dSame(6, 4, 3, 1))
-    x = torch.randn(2, 8, 7, 5, requires_grad=True)
-    forward = 2 * 2 * 7 * 5 * 8 * 6 * 25 + 2 * 2 * 14 * 10 * 6 * 4 * 9
-    assert tp.model_flops(model, lambda: model(x)) == forward
-    assert tp.model_flops(model, lambda: model(x).sum().backward()) == 3 * forward
+    model = torch.nn.Sequential(Conv2dSame(3, 8, 5, 1, relu=True),
+                                ConvTranspose2dSame(8, 6, 5, 2, relu=True),
+                                ConvTranspose2dSame(6, 4, 3, 1))
+    x = torch.randn(2, 3, 7, 5)
+    layers = [2 * 2 * 7 * 5 * 3 * 8 * 25, 2 * 2 * 7 * 5 * 8 * 6 * 25, 2 * 2 * 14 * 10 * 6 * 4 * 9]
+    assert tp.model_flops(model, lambda: model(x)) == sum(layers)
+    backward = sum(layers) + sum(layers[1:])
+    assert tp.model_flops(model, lambda: model(x).sum().backward()) == sum(layers) + backward
