@@ -66,7 +66,7 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
     crops the same number of pixels from both ends; where TF crops one more at the end (k - s
     odd: k = 5, s = 2) the kernel gets one zero tap in front of each axis (`shift`) and the
     padding one more: the output is then exactly TF's, with no crop to copy (the zero taps cost
-    nothing on the sub-pixel path and oneDNN runs the exact-size output 1.3-2.8x faster, a
+    nothing on the sub-pixel path and oneDNN runs the exact-size output 1.2-2.8x faster, a
     64 -> 128 layer of the official decoder in training and inference, float32 and bf16;
     benchmarks/README.md). The parameter keeps the official [C_in, C_out, k, k].
     Input [B, C_in, H, W] -> [B, C_out, s * H, s * W].
