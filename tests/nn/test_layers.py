@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from slotlab.nn import Conv2dSame, ConvTranspose2dSame
-from slotlab.nn.layers import bias_relu, conv_transpose2d_subpixel
+from slotlab.nn.layers import bias_relu, conv_transpose2d_subpixel, zero_pad
 
 
 @pytest.mark.parametrize("kernel, stride, padding, size", [
@@ -90,6 +90,43 @@ def test_transposed_same_equals_full_transposed_convolution_cropped(kernel, stri
     want = want[..., before: before + 5 * stride, before: before + 6 * stride]
     got = layer(x2)
     assert got.shape == (2, 4, 5 * stride, 6 * stride)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads_want = torch.autograd.grad(want, (x1, layer.weight, layer.bias), g)
+    grads_got = torch.autograd.grad(got, (x2, layer.weight, layer.bias), g)
+    for a, e in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("pad", [(1, 2, 1, 2), (0, 1, 2, 0), (3, 0, 0, 0)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_zero_pad_equals_f_pad_with_gradients(pad, channels_last):
+    """`zero_pad` gives F.pad's zeros and values, keeps x's memory layout, and its gradient is
+    F.pad's (a view of the padded gradient's interior)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 6)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want, got = F.pad(x1, pad), zero_pad(x2, pad)
+    assert torch.equal(got, want)
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last
+                             else torch.contiguous_format)
+    g = torch.randn_like(want)
+    (gw,), (gg,) = torch.autograd.grad(want, x1, g), torch.autograd.grad(got, x2, g)
+    assert torch.equal(gg, gw)
+
+
+def test_conv_same_stride_two_equals_tf_padding_then_convolution():
+    """Stride 2 on an even input: TF pads 1 before and 2 after (k = 5); the layer equals F.pad
+    then the convolution, gradients too, float64."""
+    torch.manual_seed(0)
+    layer = Conv2dSame(3, 4, 5, stride=2, relu=True).double()
+    x1 = torch.randn(2, 3, 8, 6, dtype=torch.float64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    want = F.relu(F.conv2d(F.pad(x1, (1, 2, 1, 2)), layer.weight, layer.bias, 2))
+    got = layer(x2)
+    assert got.shape == (2, 4, 4, 3)
     torch.testing.assert_close(got, want)
     g = torch.randn_like(want)
     grads_want = torch.autograd.grad(want, (x1, layer.weight, layer.bias), g)
