@@ -199,13 +199,14 @@ def run_eval(args: argparse.Namespace) -> int:
         untrained_figures,
         untrained_model,
     )
-    from slotlab.train.runtime import resolve_device
+    from slotlab.train.runtime import resolve_device, reuse_freed_memory
 
     for name in ("num", "batch_size", "num_slots", "num_iterations"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     device = resolve_device(args.device)
+    reuse_freed_memory(None, device)
     model, info = load_model(args.path, device=device, checkpoint=args.checkpoint)
     spec = args.data or info["data"]
     if not spec:

@@ -30,6 +30,7 @@ from slotlab.train.runtime import (
     Distributed,
     resolve_bf16,
     resolve_compile,
+    reuse_freed_memory,
     rng_state,
     set_rng_state,
 )
@@ -128,6 +129,7 @@ def build_state(cfg: TrainConfig, device: torch.device,
     generator, at step 0 (the model's initial weights come from torch's global RNG)."""
     dist_info = dist_info or Distributed()
     check_options(cfg, device, dist_info)
+    reuse_freed_memory(cfg.reuse_memory, device)
     model = build_model(cfg.task, cfg.model).to(device)
     channels_last = cfg.channels_last
     if channels_last is None:  # where it measured faster (benchmarks/README.md)
