@@ -76,9 +76,11 @@ TF_CONFIGS = ["od-official", "sp-official"]  # the configs that tf_official.py m
 TF_SCRIPT = Path(__file__).resolve().with_name("tf_official.py")
 
 
-def train_config(name: str, mode: str, device: str, batch: int | None = None) -> TrainConfig:
+def train_config(name: str, mode: str, device: str, batch: int | None = None,
+                 reuse_memory: bool | None = None) -> TrainConfig:
     """The training config of a benchmark config (its task, model and batch size on `device`, or
-    `batch`; nothing else of a preset) run in arithmetic `mode`."""
+    `batch`; nothing else of a preset) run in arithmetic `mode` (`reuse_memory`: the run's
+    option, default on for the CPU)."""
     from slotlab.train.config import load_preset, make_config
 
     data_options = {}
@@ -97,7 +99,8 @@ def train_config(name: str, mode: str, device: str, batch: int | None = None) ->
                        data_options=data_options,
                        bf16=mode.startswith("bf16"), channels_last="-cl" in mode,
                        pad_last_layer=8 if "-pad" in mode else 0,
-                       compile=mode.endswith("compile"), cuda_graphs=mode.endswith("graphs"))
+                       compile=mode.endswith("compile"), cuda_graphs=mode.endswith("graphs"),
+                       reuse_memory=reuse_memory)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, tf32: bool = False) -> float:
@@ -209,13 +212,14 @@ def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
 
 
 def measure_one(config: str, mode: str, device_name: str, steps: int, warmup: int,
-                profile: bool = False, batch: int | None = None) -> dict:
+                profile: bool = False, batch: int | None = None,
+                reuse_memory: bool | None = None) -> dict:
     """Build the model of `config`, run `mode`, return the row; with `profile`, also print the
     top kernels of `steps` training steps (torch.profiler, by self device time)."""
     from slotlab.train.step import infer, train_step, video_forward
 
     device = torch.device(device_name)
-    cfg = train_config(config, mode, device.type, batch)
+    cfg = train_config(config, mode, device.type, batch, reuse_memory)
     task, lr = cfg.task, 1e-4
     # a video counts its frames: images/s and FLOPs per image are per frame
     batch_size = cfg.batch_size * (frames_of(cfg) if task == "video" else 1)
@@ -483,6 +487,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="every config at this batch size (e.g. sp-official at the official "
                         "512 on the CPU); the step runs in passes of the run's micro_batch")
+    parser.add_argument("--no-reuse-memory", action="store_true",
+                        help="train with the run option reuse_memory off (freed memory returned "
+                        "to the system, as without it)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--profile", nargs=2, metavar=("CONFIG", "MODE"),
@@ -515,7 +522,8 @@ def main() -> None:
 
     if args.one:  # child process: one row, as JSON on the last line of stdout
         print(json.dumps(measure_one(args.one[0], args.one[1], device, steps, warmup,
-                                     batch=args.batch_size)))
+                                     batch=args.batch_size,
+                                     reuse_memory=False if args.no_reuse_memory else None)))
         return
     if args.kernels:
         print(kernel_report(*args.kernels, device, batch=args.batch_size))
@@ -559,7 +567,8 @@ def main() -> None:
         for mode in modes:
             cmd = [sys.executable, __file__, "--device", device, "--steps", str(steps),
                    "--warmup", str(warmup), "--one", config, mode,
-                   *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]
+                   *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+                   *(["--no-reuse-memory"] if args.no_reuse_memory else [])]
             row = run_row(cmd, config, mode)
             rows.append(row)
             print(format_table([row], peaks).splitlines()[-1], flush=True)

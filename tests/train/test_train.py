@@ -1,5 +1,6 @@
 """Training loop: schedule, run directory, resume (exact), SIGTERM/SIGKILL, clear errors."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -306,6 +307,23 @@ def test_cpu_has_native_bf16_reads_the_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("amx", [False, True])
+def test_channels_last_by_default_where_it_measured_faster(monkeypatch, amx):
+    """Without --channels-last / --no-channels-last: on CUDA, for set prediction, and for
+    uncompiled object discovery on a CPU with AMX; an explicit choice always wins."""
+    from slotlab.train import runtime
+
+    cpu, od = torch.device("cpu"), "object_discovery"
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+    assert runtime.resolve_channels_last(None, od, cpu, compiled=False) is amx
+    assert runtime.resolve_channels_last(None, od, cpu, compiled=True) is False
+    assert runtime.resolve_channels_last(None, "set_prediction", cpu, compiled=False) is True
+    assert runtime.resolve_channels_last(None, "video", cpu, compiled=False) is False
+    assert runtime.resolve_channels_last(None, od, torch.device("cuda"), compiled=True) is True
+    assert runtime.resolve_channels_last(False, "set_prediction", cpu, compiled=False) is False
+    assert runtime.resolve_channels_last(True, od, cpu, compiled=True) is True
+
+
+@pytest.mark.parametrize("amx", [False, True])
 def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeypatch, amx):
     """Without --compile / --no-compile: compiled for object discovery on a CPU with AMX and a
     C++ compiler in runs of 3,000 steps or more (and 10 minutes or more of a time budget);
@@ -326,6 +344,13 @@ def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeyp
     assert runtime.resolve_compile(None, od, torch.device("cuda"), 30_000, None) is False
     assert runtime.resolve_compile(False, od, cpu, 30_000, None) is False
     assert runtime.resolve_compile(True, "set_prediction", cpu, 10, None) is True
+    # the kinds of model whose compiled step measured no faster: 128x128, Invariant Slot Attention
+    from slotlab.models.config import ObjectDiscoveryConfig
+    small = ObjectDiscoveryConfig(resolution=(64, 64), decoder_strides=(2, 2, 2, 1, 1))
+    assert runtime.resolve_compile(None, od, cpu, 30_000, None, small) is amx
+    assert runtime.resolve_compile(None, od, cpu, 30_000, None, ObjectDiscoveryConfig()) is False
+    invariant = dataclasses.replace(small, invariant=True)
+    assert runtime.resolve_compile(None, od, cpu, 30_000, None, invariant) is False
     monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no C++ compiler
     assert runtime.resolve_compile(None, od, cpu, 30_000, None) is False
     monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")

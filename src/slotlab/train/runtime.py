@@ -4,7 +4,8 @@
   torchrun (WORLD_SIZE > 1) this process's rank and device in the process group;
 - `any_rank`: flags OR-ed over the ranks in one all-reduce (so every rank stops together);
 - `cpu_has_native_bf16` / `warn_emulated_bf16`: bf16 autocast on a CPU that would emulate it;
-- `resolve_bf16` / `resolve_compile`: the defaults of bf16 autocast and torch.compile per device;
+- `resolve_bf16` / `resolve_compile` / `resolve_channels_last`: the defaults of bf16 autocast,
+  torch.compile and the channels_last layout per device;
 - `reuse_freed_memory`: on the CPU, memory a step frees stays in the process for the next step;
 - `seed_everything`, `rng_state` / `set_rng_state`: every RNG a run uses, seeded at the start and
   checkpointed, so a resumed run continues the same random streams;
@@ -137,19 +138,37 @@ COMPILE_MIN_MINUTES = 10.0
 
 
 def resolve_compile(compile: bool | None, task: str, device: torch.device, steps: int,
-                    max_minutes: float | None) -> bool:
+                    max_minutes: float | None, model: Any = None) -> bool:
     """torch.compile as asked, or by default (None): on for object discovery on a CPU with AMX
     in a run of at least COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time
-    budget ends it first), where a C++ compiler is found. There compiled training trained
-    1.15-1.37x faster on every object-discovery preset and od-official. Off elsewhere: on an AMD
-    EPYC with AVX512-BF16 it trained `cpu-sprites-64` slower, it halved set prediction, video
-    and CUDA have not been measured."""
+    budget ends it first), where a C++ compiler is found, for a model (its config) of the kind
+    whose compiled step trained faster there: images under 128x128 without Invariant Slot
+    Attention (quickstart 1.31x, cpu-sprites 1.45x, cpu-sprites-64 1.08x the uncompiled
+    channels_last step; cpu-clevr, with Invariant Slot Attention, 0.98x and the official 128x128
+    model 0.97x; benchmarks/README.md). Off elsewhere: on an AMD EPYC with AVX512-BF16 it trained
+    `cpu-sprites-64` slower, it halved set prediction, video and CUDA have not been measured."""
     if compile is not None:
         return compile
     long_run = steps >= COMPILE_MIN_STEPS and (max_minutes is None
                                                 or max_minutes >= COMPILE_MIN_MINUTES)
-    return (device.type == "cpu" and task == "object_discovery" and long_run
+    faster_kind = model is None or (not getattr(model, "invariant", False)
+                                    and max(getattr(model, "resolution", (0, 0))) < 128)
+    return (device.type == "cpu" and task == "object_discovery" and long_run and faster_kind
             and cpu_has_amx() and has_cpp_compiler())
+
+
+def resolve_channels_last(channels_last: bool | None, task: str, device: torch.device,
+                          compiled: bool) -> bool:
+    """The channels_last layout as asked, or by default (None): on CUDA, for set prediction on
+    the CPU (1.4-2x the contiguous layout's training speed), and for uncompiled object discovery
+    on a CPU with AMX (1.04-1.15x on every object-discovery preset and the official model, where
+    compiled steps ran faster contiguous; benchmarks/README.md)."""
+    if channels_last is not None:
+        return channels_last
+    if device.type == "cuda" or task == "set_prediction":
+        return True
+    return (device.type == "cpu" and task == "object_discovery" and not compiled
+            and cpu_has_amx())
 
 
 # glibc's mallopt parameters (malloc.h)

@@ -29,6 +29,7 @@ from slotlab.train.losses import hungarian_huber_loss, reconstruction_loss
 from slotlab.train.runtime import (
     Distributed,
     resolve_bf16,
+    resolve_channels_last,
     resolve_compile,
     reuse_freed_memory,
     rng_state,
@@ -131,9 +132,9 @@ def build_state(cfg: TrainConfig, device: torch.device,
     check_options(cfg, device, dist_info)
     reuse_freed_memory(cfg.reuse_memory, device)
     model = build_model(cfg.task, cfg.model).to(device)
-    channels_last = cfg.channels_last
-    if channels_last is None:  # where it measured faster (benchmarks/README.md)
-        channels_last = device.type == "cuda" or cfg.task == "set_prediction"
+    compiled = resolve_compile(cfg.compile, cfg.task, device, cfg.steps, cfg.max_minutes,
+                               getattr(model, "config", None))
+    channels_last = resolve_channels_last(cfg.channels_last, cfg.task, device, compiled)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     pad = cfg.pad_last_layer
@@ -147,7 +148,6 @@ def build_state(cfg: TrainConfig, device: torch.device,
     if dist_info.enabled:
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    compiled = resolve_compile(cfg.compile, cfg.task, device, cfg.steps, cfg.max_minutes)
     if compiled and cfg.compile is None:
         # Compiling by default must not cost the run: where the backend cannot build (a broken
         # C++ toolchain, say), torch.compile warns and the step runs uncompiled.
