@@ -90,8 +90,9 @@ class TrainConfig:
         "the CPU)")
     reuse_memory: bool | None = option(
         None, "keep the memory a step frees in the process for the next step instead of "
-        "returning it to the system (default: on for the CPU under Linux/glibc, where training "
-        "ran 1.27-1.36x and inference 1.6x as fast on the official models, for a higher peak)")
+        "returning it to the system (default: on for the CPU under Linux/glibc, where the "
+        "official models trained 1.24-1.34x and inferred 1.11-1.62x as fast, for a 12-26% higher "
+        "peak)")
     micro_batch: int | None = option(
         None, "examples per forward/backward pass, the gradients of a step summed over them "
         "(same step, less memory; default: 64 on the CPU, the whole batch on CUDA)")

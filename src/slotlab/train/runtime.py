@@ -143,9 +143,9 @@ def resolve_compile(compile: bool | None, task: str, device: torch.device, steps
     in a run of at least COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time
     budget ends it first), where a C++ compiler is found, for a model (its config) of the kind
     whose compiled step trained faster there: images under 128x128 without Invariant Slot
-    Attention (quickstart 1.31x, cpu-sprites 1.45x, cpu-sprites-64 1.08x the uncompiled
-    channels_last step; cpu-clevr, with Invariant Slot Attention, 0.98x and the official 128x128
-    model 0.97x; benchmarks/README.md). Off elsewhere: on an AMD EPYC with AVX512-BF16 it trained
+    Attention (quickstart 1.31-1.37x, cpu-sprites 1.39-1.45x, cpu-sprites-64 1.08-1.14x the
+    uncompiled channels_last step in two runs; cpu-clevr, with Invariant Slot Attention, and the
+    official 128x128 model 0.97-1.03x, no faster; benchmarks/README.md). Off elsewhere: on an AMD EPYC with AVX512-BF16 it trained
     `cpu-sprites-64` slower, it halved set prediction, video and CUDA have not been measured."""
     if compile is not None:
         return compile
@@ -161,7 +161,7 @@ def resolve_channels_last(channels_last: bool | None, task: str, device: torch.d
                           compiled: bool) -> bool:
     """The channels_last layout as asked, or by default (None): on CUDA, for set prediction on
     the CPU (1.4-2x the contiguous layout's training speed), and for uncompiled object discovery
-    on a CPU with AMX (1.04-1.15x on every object-discovery preset and the official model, where
+    on a CPU with AMX (1.02-1.15x on every object-discovery preset and the official model, where
     compiled steps ran faster contiguous; benchmarks/README.md)."""
     if channels_last is not None:
         return channels_last
@@ -183,9 +183,9 @@ def reuse_freed_memory(reuse: bool | None, device: torch.device) -> bool:
     so every step faults all of its large tensors' pages in again, a pass over memory the model
     never asked for. With `mallopt` they come from the heap and freed memory stays there (no
     mmap, no trimming under 2 GiB of free memory at its top): on a 2-core Xeon the official
-    object-discovery step (bf16) ran 1.36x and the official set-prediction step (float32) 1.27x
-    as fast, inference 1.6x, for a higher resident peak (process-wide and not undone;
-    benchmarks/README.md). Returns whether it is on."""
+    models trained 1.24-1.34x and inferred 1.11-1.62x as fast (float32 and bf16, channels_last),
+    for a resident peak 12-26% higher (process-wide and not undone; benchmarks/README.md).
+    Returns whether it is on."""
     if reuse is False or device.type != "cpu" or platform.libc_ver()[0] != "glibc":
         return False
     try:
