@@ -145,8 +145,9 @@ def resolve_compile(compile: bool | None, task: str, device: torch.device, steps
     whose compiled step trained faster there: images under 128x128 without Invariant Slot
     Attention (quickstart 1.31-1.37x, cpu-sprites 1.39-1.45x, cpu-sprites-64 1.08-1.14x the
     uncompiled channels_last step in two runs; cpu-clevr, with Invariant Slot Attention, and the
-    official 128x128 model 0.97-1.03x, no faster; benchmarks/README.md). Off elsewhere: on an AMD EPYC with AVX512-BF16 it trained
-    `cpu-sprites-64` slower, it halved set prediction, video and CUDA have not been measured."""
+    official 128x128 model 0.97-1.03x, no faster; benchmarks/README.md). Off elsewhere: on an
+    AMD EPYC with AVX512-BF16 it trained `cpu-sprites-64` slower, it halved set prediction,
+    video and CUDA have not been measured."""
     if compile is not None:
         return compile
     long_run = steps >= COMPILE_MIN_STEPS and (max_minutes is None
