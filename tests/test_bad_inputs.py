@@ -383,8 +383,11 @@ def test_ctrl_c_during_training_writes_a_checkpoint_and_exits_130(world, tmp_pat
                         ("--num-workers", "2")):
         argv[argv.index(flag) + 1] = value
     argv.append("--no-compile")  # a long run compiles by default with AMX: not what is tested
+    # As a terminal's foreground job: Ctrl-C not ignored, even where the suite itself runs as a
+    # background job of a non-interactive shell (which starts it with SIGINT ignored, inherited).
     proc = subprocess.Popen([sys.executable, "-m", "slotlab.cli", *argv], cwd=REPO,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 200
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
