@@ -181,13 +181,20 @@ def prepared_state(cfg: TrainConfig, device: torch.device) -> tuple:
 
 def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
     """FLOPs of `run()` through `model` as `FlopCounterMode` counts them (with oneDNN's fused
-    convolutions, `conv_relu_onednn`, counted as convolutions), less the zero taps a
-    TF-SAME transposed convolution puts in front of its kernel (`ConvTranspose2dSame.shift`:
-    k = 5, s = 2 computes with a 6x6 kernel, 36/25 of the model's multiply-adds); utilisation is
-    of the model's arithmetic, not of the multiplications by zero."""
+    convolutions, `conv_relu_onednn`, counted as convolutions), less the zero taps in front of a
+    kernel: a TF-SAME transposed convolution's (`ConvTranspose2dSame.shift`: k = 5, s = 2 computes
+    with a 6x6 kernel, 36/25 of the model's multiply-adds) and a strided `Conv2dSame`'s where it
+    takes them instead of padding its input (`strided_shift_is_faster`); utilisation is of the
+    model's arithmetic, not of the multiplications by zero."""
     from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-    from slotlab.nn.layers import ConvTranspose2dSame, has_onednn_pointwise
+    from slotlab.nn.layers import (
+        Conv2dSame,
+        ConvTranspose2dSame,
+        has_onednn_pointwise,
+        same_padding,
+        strided_shift_is_faster,
+    )
 
     def fused(transposed: bool) -> Callable[..., int]:  # oneDNN's conv + bias + ReLU
         def count(x_shape: list[int], w_shape: list[int], *args: Any,
@@ -195,19 +202,40 @@ def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
             return conv_flop_count(x_shape, w_shape, out_shape, transposed=transposed)
         return count
 
+    # the share of each module's counted multiply-adds that its kernel's nonzero taps make
+    share: dict[str, float] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ConvTranspose2dSame) and module.shift:
+            k = module.kernel_size[0]
+            share[name] = k * k / (k + module.shift) ** 2
+
+    def strided_shift(module: Conv2dSame, args: tuple, name: str) -> None:
+        x = args[0]
+        if module._symmetric or not strided_shift_is_faster(x):
+            return
+        (kh, kw), (sh, sw) = module.kernel_size, module.stride
+        top, bottom = same_padding(x.shape[-2], kh, sh)
+        left, right = same_padding(x.shape[-1], kw, sw)
+        share[name] = kh * kw / ((kh + bottom - top) * (kw + right - left))
+
+    hooks = [module.register_forward_pre_hook(
+        lambda m, args, name=name: strided_shift(m, args, name))
+        for name, module in model.named_modules() if isinstance(module, Conv2dSame)]
     mapping = {torch.ops.mkldnn._convolution_pointwise: fused(False),
                torch.ops.mkldnn._convolution_transpose_pointwise: fused(True)
                } if has_onednn_pointwise() else {}
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    with counter:
-        run()
+    try:
+        with counter:
+            run()
+    finally:
+        for hook in hooks:
+            hook.remove()
     total, counts = counter.get_total_flops(), counter.get_flop_counts()
     root = type(model).__name__
-    for name, module in model.named_modules():
-        if isinstance(module, ConvTranspose2dSame) and module.shift:
-            k, k_run = module.kernel_size[0], module.kernel_size[0] + module.shift
-            counted = sum(counts.get(f"{root}.{name}", {}).values())  # forward and backward
-            total -= counted * (1 - k * k / (k_run * k_run))
+    for name, fraction in share.items():
+        counted = sum(counts.get(f"{root}.{name}", {}).values())  # forward and backward
+        total -= counted * (1 - fraction)
     return total
 
 

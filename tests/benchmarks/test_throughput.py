@@ -1,5 +1,6 @@
 """benchmarks/throughput.py --kernels: the backend of each convolution of a training step."""
 
+import pytest
 import torch
 
 
@@ -40,3 +41,21 @@ def test_model_flops_count_the_model_arithmetic(tp):
     assert tp.model_flops(model, lambda: model(x)) == sum(layers)
     backward = sum(layers) + sum(layers[1:])
     assert tp.model_flops(model, lambda: model(x).sum().backward()) == sum(layers) + backward
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_model_flops_leave_out_a_strided_convolutions_zero_taps(tp, monkeypatch, shift):
+    """A stride-2 TF-SAME convolution on an even input computes with one zero tap in front of its
+    5x5 kernel where that is the faster (`strided_shift_is_faster`: with AMX in bf16) and pads its
+    input elsewhere; counted as 5x5 either way."""
+    import slotlab.nn.layers as layers
+    from slotlab.nn.layers import Conv2dSame
+
+    monkeypatch.setattr(layers, "strided_shift_is_faster", lambda x: shift)
+    model = torch.nn.Sequential(Conv2dSame(3, 8, 5, 1, relu=True),
+                                Conv2dSame(8, 6, 5, 2, relu=True))
+    x = torch.randn(2, 3, 8, 6)
+    convs = [2 * 2 * 8 * 6 * 3 * 8 * 25, 2 * 2 * 4 * 3 * 8 * 6 * 25]
+    assert tp.model_flops(model, lambda: model(x)) == sum(convs)
+    backward = sum(convs) + convs[1]
+    assert tp.model_flops(model, lambda: model(x).sum().backward()) == sum(convs) + backward

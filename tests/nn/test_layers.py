@@ -117,16 +117,24 @@ def test_zero_pad_equals_f_pad_with_gradients(pad, channels_last):
     assert torch.equal(gg, gw)
 
 
-def test_conv_same_stride_two_equals_tf_padding_then_convolution():
-    """Stride 2 on an even input: TF pads 1 before and 2 after (k = 5); the layer equals F.pad
-    then the convolution, gradients too, float64."""
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("size, pad", [((8, 6), (1, 2, 1, 2)), ((7, 6), (1, 2, 2, 2))])
+def test_conv_same_stride_two_equals_tf_padding_then_convolution(monkeypatch, shift, size, pad):
+    """Stride 2: TF pads 1 before and 2 after an even size, 2 and 2 an odd one (k = 5); the layer
+    equals F.pad then the convolution, gradients too, float64, with the input padded and with
+    the shifted kernel (`strided_shift_is_faster`, with AMX in bf16)."""
+    import slotlab.nn.layers as layers
+
+    monkeypatch.setattr(layers, "strided_shift_is_faster", lambda x: shift)
     torch.manual_seed(0)
     layer = Conv2dSame(3, 4, 5, stride=2, relu=True).double()
-    x1 = torch.randn(2, 3, 8, 6, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x1 = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
-    want = F.relu(F.conv2d(F.pad(x1, (1, 2, 1, 2)), layer.weight, layer.bias, 2))
+    want = F.relu(F.conv2d(F.pad(x1, pad), layer.weight, layer.bias, 2))
     got = layer(x2)
-    assert got.shape == (2, 4, 4, 3)
+    assert got.shape == (2, 4, (size[0] + 1) // 2, 3)
     torch.testing.assert_close(got, want)
     g = torch.randn_like(want)
     grads_want = torch.autograd.grad(want, (x1, layer.weight, layer.bias), g)
