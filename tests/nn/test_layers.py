@@ -9,6 +9,18 @@ from slotlab.nn import Conv2dSame, ConvTranspose2dSame
 from slotlab.nn.layers import bias_relu, conv_transpose2d_subpixel, zero_pad
 
 
+def assert_same_with_gradients(got: torch.Tensor, want: torch.Tensor, got_inputs: tuple,
+                               want_inputs: tuple) -> None:
+    """got equals want, and so do their gradients with respect to their inputs (one random
+    output gradient for both)."""
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    grads_got = torch.autograd.grad(got, got_inputs, g)
+    grads_want = torch.autograd.grad(want, want_inputs, g)
+    for a, e in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, e)
+
+
 @pytest.mark.parametrize("kernel, stride, padding, size", [
     (3, 2, 0, (5, 7)), (3, 2, 1, (4, 4)), (5, 2, 1, (6, 5)), (5, 2, 2, (3, 3)), (4, 2, 1, (4, 6)),
     (3, 3, 0, (4, 4)), (5, 3, 1, (3, 5)), (1, 2, 0, (3, 3)), (2, 2, 0, (3, 4)),
@@ -90,12 +102,8 @@ def test_transposed_same_equals_full_transposed_convolution_cropped(kernel, stri
     want = want[..., before: before + 5 * stride, before: before + 6 * stride]
     got = layer(x2)
     assert got.shape == (2, 4, 5 * stride, 6 * stride)
-    torch.testing.assert_close(got, want)
-    g = torch.randn_like(want)
-    grads_want = torch.autograd.grad(want, (x1, layer.weight, layer.bias), g)
-    grads_got = torch.autograd.grad(got, (x2, layer.weight, layer.bias), g)
-    for a, e in zip(grads_got, grads_want, strict=True):
-        torch.testing.assert_close(a, e)
+    assert_same_with_gradients(got, want, (x2, layer.weight, layer.bias),
+                               (x1, layer.weight, layer.bias))
 
 
 @pytest.mark.parametrize("pad", [(1, 2, 1, 2), (0, 1, 2, 0), (3, 0, 0, 0)])
@@ -135,12 +143,8 @@ def test_conv_same_stride_two_equals_tf_padding_then_convolution(monkeypatch, sh
     want = F.relu(F.conv2d(F.pad(x1, pad), layer.weight, layer.bias, 2))
     got = layer(x2)
     assert got.shape == (2, 4, (size[0] + 1) // 2, 3)
-    torch.testing.assert_close(got, want)
-    g = torch.randn_like(want)
-    grads_want = torch.autograd.grad(want, (x1, layer.weight, layer.bias), g)
-    grads_got = torch.autograd.grad(got, (x2, layer.weight, layer.bias), g)
-    for a, e in zip(grads_got, grads_want, strict=True):
-        torch.testing.assert_close(a, e)
+    assert_same_with_gradients(got, want, (x2, layer.weight, layer.bias),
+                               (x1, layer.weight, layer.bias))
 
 
 def test_transposed_same_needs_kernel_at_least_stride():
