@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from slotlab.nn import Conv2dSame, ConvTranspose2dSame
-from slotlab.nn.layers import bias_relu, conv_transpose2d_subpixel, zero_pad
+from slotlab.nn.layers import bias_grad, bias_relu, conv_transpose2d_subpixel, zero_pad
 
 
 def assert_same_with_gradients(got: torch.Tensor, want: torch.Tensor, got_inputs: tuple,
@@ -145,6 +145,19 @@ def test_conv_same_stride_two_equals_tf_padding_then_convolution(monkeypatch, sh
     assert got.shape == (2, 4, (size[0] + 1) // 2, 3)
     assert_same_with_gradients(got, want, (x2, layer.weight, layer.bias),
                                (x1, layer.weight, layer.bias))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4, 6), (2, 4, 1, 1), (1, 3, 7, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bias_grad_is_the_sum_over_batch_and_pixels(shape, channels_last):
+    torch.manual_seed(0)
+    g = torch.randn(*shape, dtype=torch.float64)
+    if channels_last:
+        g = g.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(bias_grad(g), g.sum(dim=(0, 2, 3)))
+    b = g.bfloat16()  # bf16: the sum of the rounded values, rounded once
+    torch.testing.assert_close(bias_grad(b).double(), b.double().sum(dim=(0, 2, 3)).bfloat16()
+                               .double(), rtol=0.01, atol=0.01)
 
 
 def test_transposed_same_needs_kernel_at_least_stride():

