@@ -184,17 +184,11 @@ def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
     convolutions, `conv_relu_onednn`, counted as convolutions), less the zero taps in front of a
     kernel: a TF-SAME transposed convolution's (`ConvTranspose2dSame.shift`: k = 5, s = 2 computes
     with a 6x6 kernel, 36/25 of the model's multiply-adds) and a strided `Conv2dSame`'s where it
-    takes them instead of padding its input (`strided_shift_is_faster`); utilisation is of the
+    takes them instead of padding its input (`Conv2dSame.same_kernel`); utilisation is of the
     model's arithmetic, not of the multiplications by zero."""
     from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-    from slotlab.nn.layers import (
-        Conv2dSame,
-        ConvTranspose2dSame,
-        has_onednn_pointwise,
-        same_padding,
-        strided_shift_is_faster,
-    )
+    from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame, has_onednn_pointwise
 
     def fused(transposed: bool) -> Callable[..., int]:  # oneDNN's conv + bias + ReLU
         def count(x_shape: list[int], w_shape: list[int], *args: Any,
@@ -210,13 +204,9 @@ def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
             share[name] = k * k / (k + module.shift) ** 2
 
     def strided_shift(module: Conv2dSame, args: tuple, name: str) -> None:
-        x = args[0]
-        if module._symmetric or not strided_shift_is_faster(x):
-            return
-        (kh, kw), (sh, sw) = module.kernel_size, module.stride
-        top, bottom = same_padding(x.shape[-2], kh, sh)
-        left, right = same_padding(x.shape[-1], kw, sw)
-        share[name] = kh * kw / ((kh + bottom - top) * (kw + right - left))
+        kernel = module.same_kernel(args[0])[0]
+        if kernel is not module.weight:
+            share[name] = module.weight[0, 0].numel() / kernel[0, 0].numel()
 
     hooks = [module.register_forward_pre_hook(
         lambda m, args, name=name: strided_shift(m, args, name))

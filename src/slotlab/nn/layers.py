@@ -48,16 +48,23 @@ class Conv2dSame(nn.Conv2d):
         self.relu = relu
         keras_init_(self)
 
+    def same_kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...],
+                                                    tuple[int, int, int, int] | None]:
+        """How the layer meets TF's padding for `x`: (the kernel it convolves with, with zero taps
+        in front where it takes them; the convolution's symmetric padding; the (left, right, top,
+        bottom) padding of x first, or None)."""
+        if self._symmetric:
+            return self.weight, self.padding, None
+        top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+        left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        if strided_shift_is_faster(x):  # zero taps in front of the kernel: no padded copy
+            return F.pad(self.weight, (right - left, 0, bottom - top, 0)), (bottom, right), None
+        return self.weight, self.padding, (left, right, top, bottom)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, padding = self.weight, self.padding
-        if not self._symmetric:
-            top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
-            left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
-            if strided_shift_is_faster(x):  # zero taps in front of the kernel: no padded copy
-                weight = F.pad(weight, (right - left, 0, bottom - top, 0))
-                padding = (bottom, right)
-            else:
-                x = zero_pad(x, (left, right, top, bottom))
+        weight, padding, pad = self.same_kernel(x)
+        if pad is not None:
+            x = zero_pad(x, pad)
         if self.relu and onednn_fused_relu(x):  # CPU: oneDNN adds bias and ReLU
             return conv_relu_onednn(x, weight, self.bias, self.stride, padding)
         if not (self.relu and torch.is_grad_enabled()):  # inference: the ReLU in place
