@@ -271,3 +271,30 @@ def test_layers_with_relu_equal_layer_then_relu(stride):
         got_grads = torch.autograd.grad(got, (x2, fused.weight, fused.bias), g)
         for a, e in zip(got_grads, want_grads, strict=True):
             torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("grad", [True, False])
+def test_layers_trace_into_one_compiled_graph(grad, channels_last):
+    """Under torch.compile the layers take plain ops (F.pad, bias + ReLU) where their own
+    autograd functions would break the graph: a break makes each layer a frame of its own, then
+    compiled for symbolic sizes, on which a strided layer's TF padding fails to lower. fullgraph
+    raises on any break; the compiled stack equals the eager one."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        Conv2dSame(3, 8, 5, stride=2, relu=True), Conv2dSame(8, 8, 5, stride=1, relu=True),
+        Conv2dSame(8, 8, 5, stride=2, relu=True), ConvTranspose2dSame(8, 8, 5, stride=2, relu=True),
+        ConvTranspose2dSame(8, 4, 3, stride=1))
+    x = torch.randn(2, 3, 16, 16)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(
+            memory_format=torch.channels_last)
+    x.requires_grad_(grad)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.set_grad_enabled(grad):
+        got, want = compiled(x), model(x)
+    torch.testing.assert_close(got, want)
+    if grad:
+        g = torch.randn_like(want)
+        torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
+                                   torch.autograd.grad(want, x, g)[0])

@@ -135,8 +135,9 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
             return bias_relu(y, self.bias)
         if not self.relu:
             return y
-        # inference: in place on a tensor of its own; a view (the sub-pixel path's) gets a new one
-        return F.relu(y, inplace=not y._is_view())
+        # inference: in place on a tensor of its own; a view (the sub-pixel path's) gets a new
+        # one, as does every output under torch.compile (which fuses the ReLU)
+        return F.relu(y, inplace=not (torch.compiler.is_compiling() or y._is_view()))
 
 
 class _ZeroPad(torch.autograd.Function):
@@ -169,7 +170,10 @@ class _ZeroPad(torch.autograd.Function):
 
 def zero_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     """`F.pad(x, pad)` (zeros; pad = (left, right, top, bottom)) for x [B, C, H, W], without
-    F.pad's full fill and its backward's copy (`_ZeroPad`)."""
+    F.pad's full fill and its backward's copy (`_ZeroPad`); under torch.compile F.pad, which
+    the compiler fuses (an autograd.Function with `out=` would break its graph)."""
+    if torch.compiler.is_compiling():
+        return F.pad(x, pad)
     return _ZeroPad.apply(x, tuple(pad))
 
 
@@ -225,7 +229,10 @@ def _layout(y: torch.Tensor) -> torch.memory_format:
 
 
 def bias_relu(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """relu(y + bias) for a convolution's output y [B, C, H, W] and bias [C] (`_BiasReLU`)."""
+    """relu(y + bias) for a convolution's output y [B, C, H, W] and bias [C] (`_BiasReLU`;
+    under torch.compile the plain ops, which the compiler fuses)."""
+    if torch.compiler.is_compiling():
+        return F.relu(y if bias is None else y + bias.to(y.dtype).view(-1, 1, 1))
     return _BiasReLU.apply(y, bias)
 
 
