@@ -190,11 +190,10 @@ def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
 
     from slotlab.nn.layers import Conv2dSame, ConvTranspose2dSame, has_onednn_pointwise
 
-    def fused(transposed: bool) -> Callable[..., int]:  # oneDNN's conv + bias + ReLU
-        def count(x_shape: list[int], w_shape: list[int], *args: Any,
-                  out_shape: list[int] | None = None, **kwargs: Any) -> int:
-            return conv_flop_count(x_shape, w_shape, out_shape, transposed=transposed)
-        return count
+    def fused(x_shape: list[int], w_shape: list[int], bias: Any, stride: list[int],
+              padding: list[int], transposed: bool, out_shape: list[int] | None = None,
+              **kwargs: Any) -> int:  # oneDNN's conv + bias + ReLU
+        return conv_flop_count(x_shape, w_shape, out_shape, transposed=transposed)
 
     # the share of each module's counted multiply-adds that its kernel's nonzero taps make
     share: dict[str, float] = {}
@@ -211,9 +210,7 @@ def model_flops(model: torch.nn.Module, run: Callable[[], Any]) -> float:
     hooks = [module.register_forward_pre_hook(
         lambda m, args, name=name: strided_shift(m, args, name))
         for name, module in model.named_modules() if isinstance(module, Conv2dSame)]
-    mapping = {torch.ops.mkldnn._convolution_pointwise: fused(False),
-               torch.ops.mkldnn._convolution_transpose_pointwise: fused(True)
-               } if has_onednn_pointwise() else {}
+    mapping = {torch.ops.slotlab.conv_relu: fused} if has_onednn_pointwise() else {}
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     try:
         with counter:
@@ -346,10 +343,10 @@ def kernel_report(config: str, mode: str, device_name: str, batch: int | None = 
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             name = func.overloadpacket.__name__
-            fused = name in ("_convolution_pointwise", "_convolution_transpose_pointwise")
-            if name == "convolution" or fused:  # fused: oneDNN's, bias and ReLU as post-ops
+            fused = name == "conv_relu"  # slotlab's: oneDNN's, bias and ReLU as post-ops
+            if name == "convolution" or fused:
                 x, w = args[0], args[1]
-                transposed = "transpose" in name if fused else args[6]
+                transposed = args[5] if fused else args[6]
                 self.convs[("forward", "transposed" if transposed else "conv",
                             "x".join(map(str, x.shape)), "x".join(map(str, w.shape)),
                             str(x.dtype).removeprefix("torch."), layout(x),

@@ -298,3 +298,27 @@ def test_layers_trace_into_one_compiled_graph(grad, channels_last):
         g = torch.randn_like(want)
         torch.testing.assert_close(torch.autograd.grad(got, x, g)[0],
                                    torch.autograd.grad(want, x, g)[0])
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("x_last, w_last", [(False, False), (True, False), (False, True)])
+def test_fused_convolution_operator_passes_the_operator_checks(transposed, x_last, w_last):
+    """`slotlab::conv_relu` as torch.compile sees it: its declared output shape and layout
+    (channels_last where the input or the weight is) equal oneDNN's, and its gradients are
+    registered and traceable (torch.library.opcheck)."""
+    import slotlab.nn.layers as layers
+
+    if not layers.has_onednn_pointwise():
+        pytest.skip("this torch build has no oneDNN convolutions with post-ops")
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    x = torch.randn(2, 4, 7, 6, requires_grad=True)
+    w = torch.randn(4 if transposed else 5, 5 if transposed else 4, 3, 3, requires_grad=True)
+    if x_last:
+        x = x.detach().contiguous(memory_format=cl).requires_grad_()
+    if w_last:
+        w = w.detach().contiguous(memory_format=cl).requires_grad_()
+    b = torch.randn(5, requires_grad=True)
+    stride, padding = ([2, 2], [1, 1]) if transposed else ([2, 1], [1, 0])
+    torch.library.opcheck(torch.ops.slotlab.conv_relu.default,
+                          (x, w, b, stride, padding, transposed))

@@ -238,9 +238,10 @@ def bias_relu(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
 
 def onednn_fused_relu(x: torch.Tensor) -> bool:
     """Whether a convolution + bias + ReLU of `x` runs as one oneDNN primitive
-    (`conv_relu_onednn`): on the CPU, float32 or bf16, outside `torch.compile` (which fuses on
-    its own). It saves the bias's and the ReLU's passes over the output (benchmarks/README.md)."""
-    if x.device.type != "cpu" or not has_onednn_pointwise() or torch.compiler.is_compiling():
+    (`conv_relu_onednn`): on the CPU, float32 or bf16, also under torch.compile (an operator the
+    compiler calls as it is). It saves the bias's and the ReLU's passes over the output
+    (benchmarks/README.md)."""
+    if x.device.type != "cpu" or not has_onednn_pointwise():
         return False
     return _compute_dtype(x) in (torch.float32, torch.bfloat16)
 
@@ -272,48 +273,68 @@ def has_onednn_pointwise() -> bool:
     return _HAS_POINTWISE
 
 
-class _ConvReLUOneDNN(torch.autograd.Function):
-    """relu(conv(x, weight) + bias) as one oneDNN primitive (the bias and the ReLU its post-ops),
-    and its backward: the ReLU's gradient, the bias gradient summed from it, and aten's
-    convolution backward without a bias gradient (oneDNN's with one took 1.6-2.4x as long)."""
+@torch.library.custom_op("slotlab::conv_relu", mutates_args=())
+def _conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               stride: list[int], padding: list[int], transposed: bool) -> torch.Tensor:
+    """relu(conv(x, weight) + bias) as one oneDNN primitive (the bias and the ReLU its post-ops).
+    An operator of its own, so that torch.compile calls it as it is (the compiler's lowering
+    runs the convolution and the ReLU as two passes) and fuses the rest around it."""
+    ones, zeros = [1] * len(stride), [0] * len(stride)
+    if transposed:
+        return torch.ops.mkldnn._convolution_transpose_pointwise(
+            x, weight, bias, padding, zeros, stride, ones, 1, "relu", [], "")
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, weight, bias, padding, stride, ones, 1, "relu", [], "")
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                stride: list[int], padding: list[int], transposed: bool) -> torch.Tensor:
-        ones, zeros = [1] * len(stride), [0] * len(stride)
-        if transposed:
-            out = torch.ops.mkldnn._convolution_transpose_pointwise(
-                x, weight, bias, padding, zeros, stride, ones, 1, "relu", [], "")
-        else:
-            out = torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, padding, stride, ones, 1, "relu", [], "")
-        ctx.save_for_backward(x, weight, out)
-        ctx.conv = stride, padding, transposed
-        return out
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, out = ctx.saved_tensors
-        stride, padding, transposed = ctx.conv
-        grad_y = torch.ops.aten.threshold_backward(grad, out, 0)
-        grad_bias = bias_grad(grad_y) if ctx.needs_input_grad[2] else None
-        n = len(stride)
-        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad_y, x, weight, None, stride, padding, [1] * n, transposed, [0] * n, 1,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-        return grad_x, grad_w, grad_bias, None, None, None
+@_conv_relu.register_fake
+def _conv_relu_shape(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride: list[int], padding: list[int], transposed: bool) -> torch.Tensor:
+    """The output's shape and layout as oneDNN gives them: channels_last where x or the weight
+    is (for the compiler, which plans the kernels after it on these strides)."""
+    sizes = []
+    for i, (s, p) in enumerate(zip(stride, padding, strict=True)):
+        n, k = x.shape[2 + i], weight.shape[2 + i]
+        sizes.append((n - 1) * s - 2 * p + k if transposed else (n + 2 * p - k) // s + 1)
+    out_channels = weight.shape[1] if transposed else weight.shape[0]
+    cl = torch.channels_last
+    layout = cl if cl in (_layout(x), _layout(weight)) else torch.contiguous_format
+    return x.new_empty((x.shape[0], out_channels, *sizes)).contiguous(memory_format=layout)
+
+
+def _conv_relu_save(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    x, weight, _, stride, padding, transposed = inputs
+    ctx.save_for_backward(x, weight, output)
+    ctx.conv = stride, padding, transposed
+
+
+def _conv_relu_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """The ReLU's gradient, the bias gradient summed from it, and aten's convolution backward
+    without a bias gradient (oneDNN's with one took 1.6-2.4x as long)."""
+    x, weight, out = ctx.saved_tensors
+    stride, padding, transposed = ctx.conv
+    grad_y = torch.ops.aten.threshold_backward(grad, out, 0)
+    grad_bias = bias_grad(grad_y) if ctx.needs_input_grad[2] else None
+    n = len(stride)
+    grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+        grad_y, x, weight, None, stride, padding, [1] * n, transposed, [0] * n, 1,
+        [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+    return grad_x, grad_w, grad_bias, None, None, None
+
+
+_conv_relu.register_autograd(_conv_relu_backward, setup_context=_conv_relu_save)
 
 
 def conv_relu_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      stride: tuple[int, ...], padding: tuple[int, ...],
                      transposed: bool = False) -> torch.Tensor:
     """relu(F.conv2d(x, weight, bias, stride, padding)) (`transposed`: F.conv_transpose2d) as one
-    oneDNN primitive with the bias and the ReLU as post-ops (`_ConvReLUOneDNN`), in the dtype
+    oneDNN primitive with the bias and the ReLU as post-ops (`slotlab::conv_relu`), in the dtype
     autocast would compute it in (CPU only: `onednn_fused_relu`)."""
     dtype = _compute_dtype(x)
     x, weight = x.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
-    return _ConvReLUOneDNN.apply(x, weight, bias, list(stride), list(padding), transposed)
+    return _conv_relu(x, weight, bias, list(stride), list(padding), transposed)
 
 
 def strided_shift_is_faster(x: torch.Tensor) -> bool:
