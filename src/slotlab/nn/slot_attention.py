@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from slotlab.nn.layers import dense
@@ -115,8 +116,10 @@ class SlotAttention(nn.Module):
         fixed = None if logit_bias is None else logit_bias.float()  # [B, K, N or 1]
         iterations = self.iterations(num_iterations)
         inputs = self.norm_inputs(inputs)  # [B, N, D_in]
-        # k, v [B, N, D], in float32 once for every iteration (the attention's precision, below)
-        k, v = self.project_k(inputs).float(), self.project_v(inputs).float()
+        # k, v [B, N, D] from one matmul with both weights (one pass over the inputs), in float32
+        # once for every iteration (the attention's precision, below)
+        kv = F.linear(inputs, torch.cat([self.project_k.weight, self.project_v.weight]))
+        k, v = kv.float().split(self.slot_size, dim=-1)  # views of [B, N, 2D]
         attention, attentions, off = None, [], None
         for t in range(iterations):
             if t == iterations - 1 and t > 0 and self.implicit_differentiation:
