@@ -70,8 +70,8 @@ from slotlab.train.runtime import cpu_has_native_bf16
 
 CONFIGS = ["od-official", "sp-official", "savi-official", "quickstart", "cpu-sprites", "cpu-clevr",
            "cpu-setpred", "cpu-video-sprites"]
-MODES = ["fp32", "fp32-cl", "tf32", "bf16", "bf16-cl", "bf16-cl-pad", "bf16-compile",
-         "bf16-cl-compile", "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
+MODES = ["fp32", "fp32-cl", "fp32-cl-compile", "tf32", "bf16", "bf16-cl", "bf16-cl-pad",
+         "bf16-compile", "bf16-cl-compile", "bf16-cl-pad-compile", "bf16-cl-pad-graphs"]
 TF_CONFIGS = ["od-official", "sp-official"]  # the configs that tf_official.py measures
 TF_SCRIPT = Path(__file__).resolve().with_name("tf_official.py")
 
@@ -566,7 +566,7 @@ def main() -> None:
     if args.modes:
         modes = args.modes
     elif cuda:
-        modes = [m for m in MODES if m not in ("fp32-cl", "bf16-compile")]
+        modes = [m for m in MODES if m not in ("fp32-cl", "fp32-cl-compile", "bf16-compile")]
     else:
         modes = ["fp32", "fp32-cl"] + (["bf16", "bf16-cl"] if cpu_bf16 else [])
     dev = torch.device(device)

@@ -58,13 +58,14 @@ def test_passes_of_a_step_sum_to_the_whole_batch(task):
 
 @pytest.mark.skipif(not has_cpp_compiler(),
                     reason="torch.compile on the CPU builds its kernels with a C++ compiler")
-def test_compiled_step_gives_the_plain_steps_loss_and_gradients():
-    """torch.compile (on by default for long object-discovery runs on CPUs with AMX): the same
-    loss and gradients as the plain model in float32, and no warnings on the way."""
-    _, plain_loss, plain = gradients("object_discovery", None)
+@pytest.mark.parametrize("task", ["object_discovery", "set_prediction"])
+def test_compiled_step_gives_the_plain_steps_loss_and_gradients(task):
+    """torch.compile (on by default for long image runs on CPUs with AMX): the same loss and
+    gradients as the plain model in float32, and no warnings on the way."""
+    _, plain_loss, plain = gradients(task, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _, compiled_loss, compiled = gradients("object_discovery", None, compile=True)
+        _, compiled_loss, compiled = gradients(task, None, compile=True)
     # what a user sees by default (torch's own DeprecationWarnings are hidden outside __main__)
     assert not [f"{w.category.__name__}: {w.message}" for w in caught
                 if not issubclass(w.category, DeprecationWarning)]

@@ -1,6 +1,5 @@
 """Training loop: schedule, run directory, resume (exact), SIGTERM/SIGKILL, clear errors."""
 
-import dataclasses
 import json
 import os
 import signal
@@ -309,25 +308,24 @@ def test_cpu_has_native_bf16_reads_the_cpu(monkeypatch):
 @pytest.mark.parametrize("amx", [False, True])
 def test_channels_last_by_default_where_it_measured_faster(monkeypatch, amx):
     """Without --channels-last / --no-channels-last: on CUDA, for set prediction, and for
-    uncompiled object discovery on a CPU with AMX; an explicit choice always wins."""
+    object discovery on a CPU with AMX; not for video; an explicit choice always wins."""
     from slotlab.train import runtime
 
     cpu, od = torch.device("cpu"), "object_discovery"
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
-    assert runtime.resolve_channels_last(None, od, cpu, compiled=False) is amx
-    assert runtime.resolve_channels_last(None, od, cpu, compiled=True) is False
-    assert runtime.resolve_channels_last(None, "set_prediction", cpu, compiled=False) is True
-    assert runtime.resolve_channels_last(None, "video", cpu, compiled=False) is False
-    assert runtime.resolve_channels_last(None, od, torch.device("cuda"), compiled=True) is True
-    assert runtime.resolve_channels_last(False, "set_prediction", cpu, compiled=False) is False
-    assert runtime.resolve_channels_last(True, od, cpu, compiled=True) is True
+    assert runtime.resolve_channels_last(None, od, cpu) is amx
+    assert runtime.resolve_channels_last(None, "set_prediction", cpu) is True
+    assert runtime.resolve_channels_last(None, "video", cpu) is False
+    assert runtime.resolve_channels_last(None, od, torch.device("cuda")) is True
+    assert runtime.resolve_channels_last(False, "set_prediction", cpu) is False
+    assert runtime.resolve_channels_last(True, "video", cpu) is True
 
 
 @pytest.mark.parametrize("amx", [False, True])
-def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeypatch, amx):
-    """Without --compile / --no-compile: compiled for object discovery on a CPU with AMX and a
-    C++ compiler in runs of 3,000 steps or more (and 10 minutes or more of a time budget);
-    otherwise not. An explicit choice always wins. `build_state` compiles what it resolves."""
+def test_compile_by_default_only_for_long_runs_with_amx(monkeypatch, amx):
+    """Without --compile / --no-compile: compiled on a CPU with AMX and a C++ compiler in runs of
+    3,000 steps or more (and 10 minutes or more of a time budget); otherwise not (CUDA). An
+    explicit choice always wins. `build_state` compiles what it resolves."""
     from slotlab.train import runtime
     from slotlab.train.config import make_config
     from slotlab.train.step import build_state
@@ -335,24 +333,16 @@ def test_compile_by_default_only_for_long_object_discovery_runs_with_amx(monkeyp
     cpu, od = torch.device("cpu"), "object_discovery"
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
     monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert runtime.resolve_compile(None, od, cpu, 30_000, None) is amx
-    assert runtime.resolve_compile(None, od, cpu, 10**9, 60.0) is amx
-    assert runtime.resolve_compile(None, od, cpu, 10**9, 5.0) is False  # too short to pay back
-    assert runtime.resolve_compile(None, od, cpu, 1_000, None) is False
-    assert runtime.resolve_compile(None, od, cpu, 3_000, None) is amx  # from the threshold on
-    assert runtime.resolve_compile(None, "set_prediction", cpu, 30_000, None) is False
-    assert runtime.resolve_compile(None, od, torch.device("cuda"), 30_000, None) is False
-    assert runtime.resolve_compile(False, od, cpu, 30_000, None) is False
-    assert runtime.resolve_compile(True, "set_prediction", cpu, 10, None) is True
-    # the kinds of model whose compiled step measured no faster: 128x128, Invariant Slot Attention
-    from slotlab.models.config import ObjectDiscoveryConfig
-    small = ObjectDiscoveryConfig(resolution=(64, 64), decoder_strides=(2, 2, 2, 1, 1))
-    assert runtime.resolve_compile(None, od, cpu, 30_000, None, small) is amx
-    assert runtime.resolve_compile(None, od, cpu, 30_000, None, ObjectDiscoveryConfig()) is False
-    invariant = dataclasses.replace(small, invariant=True)
-    assert runtime.resolve_compile(None, od, cpu, 30_000, None, invariant) is False
+    assert runtime.resolve_compile(None, cpu, 30_000, None) is amx
+    assert runtime.resolve_compile(None, cpu, 10**9, 60.0) is amx
+    assert runtime.resolve_compile(None, cpu, 10**9, 5.0) is False  # too short to pay back
+    assert runtime.resolve_compile(None, cpu, 1_000, None) is False
+    assert runtime.resolve_compile(None, cpu, 3_000, None) is amx  # from the threshold on
+    assert runtime.resolve_compile(None, torch.device("cuda"), 30_000, None) is False
+    assert runtime.resolve_compile(False, cpu, 30_000, None) is False
+    assert runtime.resolve_compile(True, cpu, 10, None) is True
     monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no C++ compiler
-    assert runtime.resolve_compile(None, od, cpu, 30_000, None) is False
+    assert runtime.resolve_compile(None, cpu, 30_000, None) is False
     monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     for steps, compiled in [(30_000, amx), (100, False)]:

@@ -137,39 +137,31 @@ COMPILE_MIN_STEPS = 3_000
 COMPILE_MIN_MINUTES = 10.0
 
 
-def resolve_compile(compile: bool | None, task: str, device: torch.device, steps: int,
-                    max_minutes: float | None, model: Any = None) -> bool:
-    """torch.compile as asked, or by default (None): on for object discovery on a CPU with AMX
-    in a run of at least COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time
-    budget ends it first), where a C++ compiler is found, for a model (its config) of the kind
-    whose compiled step trained faster there: images under 128x128 without Invariant Slot
-    Attention (quickstart 1.31-1.37x, cpu-sprites 1.39-1.45x, cpu-sprites-64 1.08-1.14x the
-    uncompiled channels_last step in two runs; cpu-clevr, with Invariant Slot Attention, and the
-    official 128x128 model 0.97-1.03x, no faster; benchmarks/README.md). Off elsewhere: on an
-    AMD EPYC with AVX512-BF16 it trained `cpu-sprites-64` slower, it halved set prediction,
-    video and CUDA have not been measured."""
+def resolve_compile(compile: bool | None, device: torch.device, steps: int,
+                    max_minutes: float | None) -> bool:
+    """torch.compile as asked, or by default (None): on for a CPU with AMX in a run of at least
+    COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time budget ends it first),
+    where a C++ compiler is found. There the compiled step trained 1.09-1.69x as fast as the
+    uncompiled default on every preset, image and video, and both official image models
+    (benchmarks/README.md). Off elsewhere: on an AMD EPYC with AVX512-BF16 it trained
+    `cpu-sprites-64` slower; CUDA has not been measured."""
     if compile is not None:
         return compile
     long_run = steps >= COMPILE_MIN_STEPS and (max_minutes is None
                                                 or max_minutes >= COMPILE_MIN_MINUTES)
-    faster_kind = model is None or (not getattr(model, "invariant", False)
-                                    and max(getattr(model, "resolution", (0, 0))) < 128)
-    return (device.type == "cpu" and task == "object_discovery" and long_run and faster_kind
-            and cpu_has_amx() and has_cpp_compiler())
+    return device.type == "cpu" and long_run and cpu_has_amx() and has_cpp_compiler()
 
 
-def resolve_channels_last(channels_last: bool | None, task: str, device: torch.device,
-                          compiled: bool) -> bool:
+def resolve_channels_last(channels_last: bool | None, task: str, device: torch.device) -> bool:
     """The channels_last layout as asked, or by default (None): on CUDA, for set prediction on
-    the CPU (1.4-2x the contiguous layout's training speed), and for uncompiled object discovery
-    on a CPU with AMX (1.02-1.15x on every object-discovery preset and the official model, where
-    compiled steps ran faster contiguous; benchmarks/README.md)."""
+    the CPU (1.4-2x the contiguous layout's training speed), and for object discovery on a CPU
+    with AMX (uncompiled 1.02-1.15x on every object-discovery preset and the official model;
+    compiled about as fast or faster, 0.97-1.10x; benchmarks/README.md)."""
     if channels_last is not None:
         return channels_last
     if device.type == "cuda" or task == "set_prediction":
         return True
-    return (device.type == "cpu" and task == "object_discovery" and not compiled
-            and cpu_has_amx())
+    return device.type == "cpu" and task == "object_discovery" and cpu_has_amx()
 
 
 # glibc's mallopt parameters (malloc.h)

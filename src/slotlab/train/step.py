@@ -132,9 +132,8 @@ def build_state(cfg: TrainConfig, device: torch.device,
     check_options(cfg, device, dist_info)
     reuse_freed_memory(cfg.reuse_memory, device)
     model = build_model(cfg.task, cfg.model).to(device)
-    compiled = resolve_compile(cfg.compile, cfg.task, device, cfg.steps, cfg.max_minutes,
-                               getattr(model, "config", None))
-    channels_last = resolve_channels_last(cfg.channels_last, cfg.task, device, compiled)
+    compiled = resolve_compile(cfg.compile, device, cfg.steps, cfg.max_minutes)
+    channels_last = resolve_channels_last(cfg.channels_last, cfg.task, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     pad = cfg.pad_last_layer
