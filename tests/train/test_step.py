@@ -29,9 +29,9 @@ SETTINGS = {
 }
 
 
-def gradients(task, micro_batch, compile=False, **options):
-    cfg = make_config(None, task=task, batch_size=6, micro_batch=micro_batch, bf16=False,
-                      compile=compile, **SETTINGS[task], **options)  # float32, whatever the CPU
+def gradients(task, micro_batch, compile=False, bf16=False, **options):
+    cfg = make_config(None, task=task, batch_size=6, micro_batch=micro_batch, bf16=bf16,
+                      compile=compile, **SETTINGS[task], **options)  # float32 unless asked
     torch.manual_seed(0)
     state = build_state(cfg, torch.device("cpu"))
     dataset = build_dataset(cfg.data, "train", task, **cfg.data_options.kwargs())
@@ -88,10 +88,11 @@ def test_compile_by_default_that_cannot_build_trains_uncompiled(monkeypatch, tmp
     monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
     monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("no-such-c++",))
     monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)
-    _, plain_loss, plain = gradients("object_discovery", None)
+    _, plain_loss, plain = gradients("object_discovery", None, bf16=True)
     torch._dynamo.reset()
-    try:
-        _, loss, grads = gradients("object_discovery", None, compile=None, steps=30_000)
+    try:  # bf16: the arithmetic that compiles by default
+        _, loss, grads = gradients("object_discovery", None, compile=None, bf16=True,
+                                   steps=30_000)
     finally:
         torch._dynamo.reset()
     assert torch._dynamo.config.suppress_errors  # the default chose to compile

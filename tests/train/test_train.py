@@ -323,26 +323,29 @@ def test_channels_last_by_default_where_it_measured_faster(monkeypatch, amx):
 
 @pytest.mark.parametrize("amx", [False, True])
 def test_compile_by_default_only_for_long_runs_with_amx(monkeypatch, amx):
-    """Without --compile / --no-compile: compiled on a CPU with AMX and a C++ compiler in runs of
-    3,000 steps or more (and 10 minutes or more of a time budget); otherwise not (CUDA). An
-    explicit choice always wins. `build_state` compiles what it resolves."""
+    """Without --compile / --no-compile: compiled in bf16 on a CPU with AMX and a C++ compiler in
+    runs of 3,000 steps or more (and 10 minutes or more of a time budget); otherwise not (float32,
+    CUDA). An explicit choice always wins. `build_state` compiles what it resolves."""
     from slotlab.train import runtime
     from slotlab.train.config import make_config
     from slotlab.train.step import build_state
 
     cpu, od = torch.device("cpu"), "object_discovery"
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # bf16 by default
     monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert runtime.resolve_compile(None, cpu, 30_000, None) is amx
-    assert runtime.resolve_compile(None, cpu, 10**9, 60.0) is amx
-    assert runtime.resolve_compile(None, cpu, 10**9, 5.0) is False  # too short to pay back
-    assert runtime.resolve_compile(None, cpu, 1_000, None) is False
-    assert runtime.resolve_compile(None, cpu, 3_000, None) is amx  # from the threshold on
-    assert runtime.resolve_compile(None, torch.device("cuda"), 30_000, None) is False
-    assert runtime.resolve_compile(False, cpu, 30_000, None) is False
-    assert runtime.resolve_compile(True, cpu, 10, None) is True
+    assert runtime.resolve_compile(None, cpu, 30_000, None, True) is amx
+    assert runtime.resolve_compile(None, cpu, 10**9, 60.0, True) is amx
+    assert runtime.resolve_compile(None, cpu, 10**9, 5.0, True) is False  # too short to pay back
+    assert runtime.resolve_compile(None, cpu, 1_000, None, True) is False
+    assert runtime.resolve_compile(None, cpu, 3_000, None, True) is amx  # from the threshold on
+    assert runtime.resolve_compile(None, torch.device("cuda"), 30_000, None, True) is False
+    assert runtime.resolve_compile(False, cpu, 30_000, None, True) is False
+    assert runtime.resolve_compile(True, cpu, 10, None, True) is True
+    assert runtime.resolve_compile(None, cpu, 30_000, None, False) is False  # float32
+    assert runtime.resolve_compile(True, cpu, 30_000, None, False) is True
     monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no C++ compiler
-    assert runtime.resolve_compile(None, cpu, 30_000, None) is False
+    assert runtime.resolve_compile(None, cpu, 30_000, None, True) is False
     monkeypatch.setattr(runtime.shutil, "which", lambda name: f"/usr/bin/{name}")
 
     for steps, compiled in [(30_000, amx), (100, False)]:

@@ -138,18 +138,20 @@ COMPILE_MIN_MINUTES = 10.0
 
 
 def resolve_compile(compile: bool | None, device: torch.device, steps: int,
-                    max_minutes: float | None) -> bool:
-    """torch.compile as asked, or by default (None): on for a CPU with AMX in a run of at least
-    COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time budget ends it first),
-    where a C++ compiler is found. There the compiled step trained 1.09-1.69x as fast as the
-    uncompiled default on every preset, image and video, and both official image models
-    (benchmarks/README.md). Off elsewhere: on an AMD EPYC with AVX512-BF16 it trained
+                    max_minutes: float | None, bf16: bool) -> bool:
+    """torch.compile as asked, or by default (None): on for a run in bf16 (autocast) on a CPU
+    with AMX of at least COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time
+    budget ends it first), where a C++ compiler is found. There the compiled step trained
+    1.04-1.69x as fast as the uncompiled default on every preset, image and video, and both
+    official image models (benchmarks/README.md). Off elsewhere: in float32 the compiled official
+    models trained 0.65-0.95x as fast; on an AMD EPYC with AVX512-BF16 it trained
     `cpu-sprites-64` slower; CUDA has not been measured."""
     if compile is not None:
         return compile
     long_run = steps >= COMPILE_MIN_STEPS and (max_minutes is None
                                                 or max_minutes >= COMPILE_MIN_MINUTES)
-    return device.type == "cpu" and long_run and cpu_has_amx() and has_cpp_compiler()
+    return (device.type == "cpu" and bf16 and long_run and cpu_has_amx()
+            and has_cpp_compiler())
 
 
 def resolve_channels_last(channels_last: bool | None, task: str, device: torch.device) -> bool:

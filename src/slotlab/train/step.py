@@ -132,7 +132,8 @@ def build_state(cfg: TrainConfig, device: torch.device,
     check_options(cfg, device, dist_info)
     reuse_freed_memory(cfg.reuse_memory, device)
     model = build_model(cfg.task, cfg.model).to(device)
-    compiled = resolve_compile(cfg.compile, device, cfg.steps, cfg.max_minutes)
+    bf16 = resolve_bf16(cfg.bf16, device)
+    compiled = resolve_compile(cfg.compile, device, cfg.steps, cfg.max_minutes, bf16)
     channels_last = resolve_channels_last(cfg.channels_last, cfg.task, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -158,7 +159,7 @@ def build_state(cfg: TrainConfig, device: torch.device,
                                       CPU_MICRO_BATCH)
     return TrainState(cfg, device, model, forward, optimizer, ema, memory_format,
                       torch.Generator().manual_seed(cfg.seed + 1), part, micro_batch,
-                      resolve_bf16(cfg.bf16, device), compiled)
+                      bf16, compiled)
 
 
 def video_forward(model: nn.Module, batch: dict[str, torch.Tensor],
