@@ -58,9 +58,9 @@ def test_passes_of_a_step_sum_to_the_whole_batch(task):
 
 @pytest.mark.skipif(not has_cpp_compiler(),
                     reason="torch.compile on the CPU builds its kernels with a C++ compiler")
-@pytest.mark.parametrize("task", ["object_discovery", "set_prediction"])
+@pytest.mark.parametrize("task", list(SETTINGS))
 def test_compiled_step_gives_the_plain_steps_loss_and_gradients(task):
-    """torch.compile (on by default for long image runs on CPUs with AMX): the same loss and
+    """torch.compile (on by default for long bf16 runs on CPUs with AMX): the same loss and
     gradients as the plain model in float32, and no warnings on the way."""
     _, plain_loss, plain = gradients(task, None)
     with warnings.catch_warnings(record=True) as caught:
