@@ -142,8 +142,9 @@ def resolve_compile(compile: bool | None, device: torch.device, steps: int,
     """torch.compile as asked, or by default (None): on for a run in bf16 (autocast) on a CPU
     with AMX of at least COMPILE_MIN_STEPS steps (and COMPILE_MIN_MINUTES minutes where a time
     budget ends it first), where a C++ compiler is found. There the compiled step trained
-    1.04-1.69x as fast as the uncompiled default on every preset, image and video, and both
-    official image models (benchmarks/README.md). Off elsewhere: in float32 the compiled official
+    1.04-1.69x as fast as the uncompiled default on the CPU presets (quickstart, cpu-sprites,
+    cpu-sprites-64, cpu-clevr, cpu-setpred, cpu-video-sprites) and both official image models
+    (benchmarks/README.md). Off elsewhere: in float32 the compiled official
     models trained 0.65-0.95x as fast; on an AMD EPYC with AVX512-BF16 it trained
     `cpu-sprites-64` slower; CUDA has not been measured."""
     if compile is not None:
@@ -158,7 +159,7 @@ def resolve_channels_last(channels_last: bool | None, task: str, device: torch.d
     """The channels_last layout as asked, or by default (None): on CUDA, for set prediction on
     the CPU (1.4-2x the contiguous layout's training speed), and for object discovery on a CPU
     with AMX (uncompiled 1.02-1.15x on every object-discovery preset and the official model;
-    compiled about as fast or faster, 0.97-1.10x; benchmarks/README.md)."""
+    compiled about as fast or faster, 0.97-1.09x; benchmarks/README.md)."""
     if channels_last is not None:
         return channels_last
     if device.type == "cuda" or task == "set_prediction":
