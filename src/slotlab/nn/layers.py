@@ -171,7 +171,7 @@ class _ZeroPad(torch.autograd.Function):
 def zero_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     """`F.pad(x, pad)` (zeros; pad = (left, right, top, bottom)) for x [B, C, H, W], without
     F.pad's full fill and its backward's copy (`_ZeroPad`); under torch.compile F.pad, which
-    the compiler fuses (an autograd.Function with `out=` would break its graph)."""
+    the compiler fuses (`_ZeroPad` would break its graph)."""
     if torch.compiler.is_compiling():
         return F.pad(x, pad)
     return _ZeroPad.apply(x, tuple(pad))

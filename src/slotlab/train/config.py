@@ -78,16 +78,16 @@ class TrainConfig:
         None, "bf16 autocast (default: on for a CPU with AVX512-BF16 or AMX, where it trained at "
         "0.93-3x float32's speed; off on other CPUs, which emulate it, and on CUDA)")
     compile: bool | None = option(
-        None, "torch.compile the model (default: on for object discovery on a CPU with AMX in "
-        "runs of 3,000 steps and 10 minutes or more, where it trained faster, compile time "
-        "counted; off elsewhere)")
+        None, "torch.compile the model (default: on for bf16 runs on a CPU with AMX of 3,000 "
+        "steps and 10 minutes or more, where it trained faster, compile time counted; off "
+        "elsewhere)")
     cuda_graphs: bool = option(False, "CUDA graphs (torch.compile mode reduce-overhead)")
     pad_last_layer: int | None = option(
         None, "compute the 4-channel last decoder layer padded to N outputs (default: 8 on CUDA, "
         "off on the CPU)")
     channels_last: bool | None = option(
-        None, "channels_last memory format (default: on for CUDA, and for set prediction on "
-        "the CPU)")
+        None, "channels_last memory format (default: on for CUDA, for set prediction on the "
+        "CPU, and for object discovery on a CPU with AMX)")
     reuse_memory: bool | None = option(
         None, "keep the memory a step frees in the process for the next step instead of "
         "returning it to the system (default: on for the CPU under Linux/glibc, where the "
